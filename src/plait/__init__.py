@@ -1,0 +1,41 @@
+"""plait: a structured-concurrency WebSocket toolkit for ASGI, on asyncio and trio.
+
+Every connection is one task group: a reader task (the only caller of ASGI
+``receive``), a writer task (the only caller of ASGI ``send``) and the handler, joined
+by bounded channels. When the peer goes, the handler and everything it started are
+cancelled.
+"""
+
+from ._connection import ConnectionStatistics as ConnectionStatistics
+from ._connection import Handler as Handler
+from ._connection import serve_connection as serve_connection
+from ._datastructures import URL as URL
+from ._datastructures import Address as Address
+from ._datastructures import State as State
+from ._denial import DenialResponse as DenialResponse
+from ._exceptions import MessageDecodeError as MessageDecodeError
+from ._exceptions import MessageTypeError as MessageTypeError
+from ._exceptions import PlaitError as PlaitError
+from ._exceptions import WebSocketClosed as WebSocketClosed
+from ._exceptions import WebSocketDisconnect as WebSocketDisconnect
+from ._exceptions import WebSocketStateError as WebSocketStateError
+from ._state import WebSocketState as WebSocketState
+from ._websocket import WebSocket as WebSocket
+
+__all__ = (
+    "URL",
+    "Address",
+    "ConnectionStatistics",
+    "DenialResponse",
+    "Handler",
+    "MessageDecodeError",
+    "MessageTypeError",
+    "PlaitError",
+    "State",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketDisconnect",
+    "WebSocketState",
+    "WebSocketStateError",
+    "serve_connection",
+)

@@ -1,0 +1,434 @@
+"""The WebSocket connection object handed to handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+from multidict import CIMultiDictProxy, MultiDictProxy
+
+from ._codec import decode_json, encode_json, encode_json_text
+from ._datastructures import (
+    URL,
+    Address,
+    State,
+    cookies_from_headers,
+    encode_headers,
+    headers_from_scope,
+    query_params_from_scope,
+)
+from ._exceptions import MessageTypeError, WebSocketDisconnect, WebSocketStateError
+from ._state import ConnectionState, WebSocketState
+from ._types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._connection import Connection, ConnectionStatistics
+
+__all__ = ("WebSocket", "validate_close")
+
+# RFC 6455 section 7.4: codes an endpoint may send in a Close frame.
+_SENDABLE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+_MAX_REASON_BYTES = 123
+
+
+def validate_close(code: int, reason: str | None) -> str:
+    """Check a close code and cut the reason to the 123 bytes RFC 6455 allows.
+
+    Returns:
+        The reason, cut on a character boundary to fit.
+
+    Raises:
+        ValueError: ``code`` may not be sent in a Close frame.
+    """
+    if not (code in _SENDABLE_CODES or 3000 <= code <= 4999):
+        raise ValueError(
+            f"invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999 (RFC 6455)"
+        )
+    if not reason:
+        return ""
+    raw = reason.encode()
+    if len(raw) <= _MAX_REASON_BYTES:
+        return reason
+    return raw[:_MAX_REASON_BYTES].decode(errors="ignore")
+
+
+class WebSocket(Mapping[str, Any]):
+    """One WebSocket connection: the handshake's details, and messages both ways.
+
+    A ``WebSocket`` is a read-only mapping over the ASGI ``scope``
+    (``websocket["path"]``). It works alone in a raw ASGI app, reading and writing the
+    server's ``receive`` and ``send`` directly; under :func:`plait.serve_connection` the
+    same API runs over the engine's reader and writer tasks.
+
+    Args:
+        scope: The ASGI connection scope (``scope["type"] == "websocket"``).
+        receive: The ASGI receive callable.
+        send: The ASGI send callable.
+    """
+
+    __slots__ = ("__dict__", "_connection", "_receive", "_scope", "_send", "_state")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "websocket":
+            raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._state = ConnectionState()
+        self._connection: Connection | None = None
+
+    # -- the handshake ----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._scope[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scope)
+
+    def __len__(self) -> int:
+        return len(self._scope)
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def scope(self) -> Scope:
+        """The ASGI connection scope."""
+        return self._scope
+
+    @cached_property
+    def url(self) -> URL:
+        """The URL the client connected to (a ``str`` with ``scheme``, ``path``, ...)."""
+        return URL.from_scope(self._scope)
+
+    @cached_property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The handshake's headers: case-insensitive, multi-valued (``getall``)."""
+        return headers_from_scope(self._scope)
+
+    @cached_property
+    def query_params(self) -> MultiDictProxy[str]:
+        """The query parameters: multi-valued (``getall``), in order."""
+        return query_params_from_scope(self._scope)
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        """The cookies sent with the handshake."""
+        return cookies_from_headers(self.headers.getall("cookie", []))
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """Parameters matched from the path by a router (empty without one)."""
+        params: dict[str, Any] = self._scope.get("path_params", {})
+        return params
+
+    @property
+    def client(self) -> Address | None:
+        """The client's address, when the server knows it."""
+        client = self._scope.get("client")
+        return None if client is None else Address(client[0], client[1])
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
+        subprotocols: list[str] = self._scope.get("subprotocols", [])
+        return subprotocols
+
+    @cached_property
+    def state(self) -> State:
+        """Free-form state, stored in the scope's ``"state"`` dictionary."""
+        return State(self._scope.setdefault("state", {}))
+
+    @property
+    def application_state(self) -> WebSocketState:
+        """The state of the application's side of the connection."""
+        return self._state.application
+
+    @property
+    def client_state(self) -> WebSocketState:
+        """The state of the peer's side of the connection."""
+        return self._state.peer
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once the connection is over."""
+        return self._state.close_code
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """A task group tied to this connection (only under :func:`serve_connection`).
+
+        Tasks started in it are cancelled when the handler returns, when it fails, and
+        when the peer disconnects; none can outlive the connection. An exception in one
+        of them ends the connection like an exception in the handler.
+
+        Raises:
+            WebSocketStateError: The WebSocket is not run by the engine.
+        """
+        if self._connection is None or self._connection.children is None:
+            raise WebSocketStateError(
+                "task_group is only available to handlers run by plait.serve_connection()"
+            )
+        return self._connection.children
+
+    def statistics(self) -> ConnectionStatistics:
+        """The engine's counters for this connection (buffers, messages moved).
+
+        Raises:
+            WebSocketStateError: The WebSocket is not run by the engine.
+        """
+        if self._connection is None:
+            raise WebSocketStateError(
+                "statistics() is only available to handlers run by plait.serve_connection()"
+            )
+        return self._connection.statistics()
+
+    # -- raw messages -------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """Receive the next raw ASGI message.
+
+        Before ``accept()`` this returns the ``websocket.connect`` message; afterwards
+        ``websocket.receive`` messages, then one ``websocket.disconnect``.
+
+        Raises:
+            WebSocketDisconnect: The peer was already gone.
+            WebSocketStateError: Called before ``accept()`` once the handshake message
+                was read.
+        """
+        state = self._state
+        state.check_receive(raw=True)
+        message = await self._receive()
+        message_type = message["type"]
+        if message_type == "websocket.disconnect":
+            state.did_receive(message_type, message.get("code", 1005), message.get("reason") or "")
+        else:
+            state.did_receive(message_type)
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Send a raw ASGI message, checked against the connection's state.
+
+        Raises:
+            WebSocketClosed: The connection is already closed (either side).
+            WebSocketStateError: The message is not allowed in the current state.
+        """
+        message_type = message["type"]
+        code = 1000
+        reason = ""
+        if message_type == "websocket.close":
+            code = message.get("code", 1000)
+            reason = validate_close(code, message.get("reason"))
+        state = self._state
+        nxt = state.check_send(message_type, more_body=message.get("more_body", False))
+        # Recorded before the message leaves, so a concurrent sender cannot slip a
+        # message in behind a close that is already on its way.
+        state.did_send(message_type, nxt, code, reason)
+        if self._connection is not None:
+            await self._connection.send_message(message)
+            return
+        try:
+            await self._send(message)
+        except OSError:
+            state.peer_disconnected(1006, "")
+            raise state.closed_error(f"send {message_type!r}") from None
+
+    # -- handshake ------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        subprotocol: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]] | None = None,
+    ) -> None:
+        """Accept the handshake.
+
+        Args:
+            subprotocol: The subprotocol to agree on; one the client offered.
+            headers: Extra response headers, as a mapping or (name, value) pairs.
+
+        Raises:
+            WebSocketDisconnect: The client went away during the handshake.
+            WebSocketStateError: Already accepted, closed, or denied.
+        """
+        if self._state.peer is WebSocketState.CONNECTING:
+            await self._await_connect()
+        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers is not None:
+            message["headers"] = encode_headers(headers)
+        await self.send(message)
+
+    async def _await_connect(self) -> None:
+        message = await self.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(self._state.close_code or 1006, self._state.close_reason)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the connection after what is already queued.
+
+        Before ``accept()`` this denies the handshake (HTTP 403). Closing a connection
+        that is already over does nothing, so ``finally: await websocket.close()`` is
+        safe.
+
+        Raises:
+            ValueError: ``code`` may not be sent (RFC 6455 section 7.4).
+        """
+        reason = validate_close(code, reason)
+        state = self._state
+        if state.application is WebSocketState.DISCONNECTED or (
+            state.peer is WebSocketState.DISCONNECTED
+        ):
+            return
+        if state.application is WebSocketState.RESPONSE:
+            raise WebSocketStateError("cannot close() while a denial response is being sent")
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def send_denial_response(self, response: ASGIApp) -> None:
+        """Refuse the handshake with an HTTP response instead of a bare 403.
+
+        ``response`` is any ASGI HTTP response callable: :class:`plait.DenialResponse`,
+        or a Starlette or Litestar response.
+
+        Raises:
+            RuntimeError: The server does not support the
+                ``websocket.http.response`` extension.
+            WebSocketStateError: The handshake already finished.
+        """
+        if "websocket.http.response" not in self._scope.get("extensions", {}):
+            raise RuntimeError(
+                "the server does not support denial responses "
+                "(the 'websocket.http.response' ASGI extension)"
+            )
+        if self._state.application is not WebSocketState.CONNECTING:
+            raise WebSocketStateError(
+                "cannot send a denial response: the WebSocket is already "
+                f"{self._state.application.name}"
+            )
+        if self._state.peer is WebSocketState.CONNECTING:
+            await self._await_connect()
+
+        async def send_prefixed(message: Message) -> None:
+            if message["type"] in ("http.response.start", "http.response.body"):
+                message = {**message, "type": "websocket." + message["type"]}
+            await self.send(message)
+
+        await response(self._scope, self._receive_nothing, send_prefixed)
+
+    @staticmethod
+    async def _receive_nothing() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    # -- typed messages -------------------------------------------------------------------
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message."""
+        await self.send({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
+        await self.send({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
+        """Send ``data`` encoded as JSON, in a text (default) or binary message.
+
+        Raises:
+            TypeError: ``data`` cannot be encoded as JSON.
+        """
+        if mode == "text":
+            await self.send({"type": "websocket.send", "text": encode_json_text(data)})
+        elif mode == "binary":
+            await self.send({"type": "websocket.send", "bytes": encode_json(data)})
+        else:
+            raise ValueError(f"mode must be 'text' or 'binary', not {mode!r}")
+
+    async def _receive_data(self) -> Message:
+        self._state.check_receive(raw=False)
+        message = await self.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(self._state.close_code or 1005, self._state.close_reason)
+        return message
+
+    async def receive_text(self) -> str:
+        """Receive a text message.
+
+        Raises:
+            WebSocketDisconnect: The peer disconnected (also while waiting).
+            MessageTypeError: A binary message came instead.
+            WebSocketStateError: Called before ``accept()``.
+        """
+        message = await self._receive_data()
+        text = message.get("text")
+        if text is None:
+            raise MessageTypeError(
+                f"expected a text message, received a binary message "
+                f"({len(message.get('bytes') or b'')} bytes)"
+            )
+        return str(text)
+
+    async def receive_bytes(self) -> bytes:
+        """Receive a binary message.
+
+        Raises:
+            WebSocketDisconnect: The peer disconnected (also while waiting).
+            MessageTypeError: A text message came instead.
+            WebSocketStateError: Called before ``accept()``.
+        """
+        message = await self._receive_data()
+        data = message.get("bytes")
+        if data is None:
+            raise MessageTypeError(
+                f"expected a binary message, received a text message "
+                f"({len(message.get('text') or '')} characters)"
+            )
+        return bytes(data)
+
+    async def receive_json(self, mode: Literal["text", "binary"] = "text") -> Any:
+        """Receive a message and decode it as JSON.
+
+        Args:
+            mode: Whether JSON arrives in text (default) or binary messages.
+
+        Raises:
+            WebSocketDisconnect: The peer disconnected (also while waiting).
+            MessageDecodeError: The message is not valid JSON.
+            MessageTypeError: The message is of the other kind than ``mode``.
+        """
+        if mode == "text":
+            return decode_json(await self.receive_text())
+        if mode == "binary":
+            return decode_json(await self.receive_bytes())
+        raise ValueError(f"mode must be 'text' or 'binary', not {mode!r}")
+
+    async def iter_text(self) -> AsyncIterator[str]:
+        """Iterate over text messages until the peer disconnects."""
+        try:
+            while True:
+                yield await self.receive_text()
+        except WebSocketDisconnect:
+            return
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Iterate over binary messages until the peer disconnects."""
+        try:
+            while True:
+                yield await self.receive_bytes()
+        except WebSocketDisconnect:
+            return
+
+    async def iter_json(self, mode: Literal["text", "binary"] = "text") -> AsyncIterator[Any]:
+        """Iterate over JSON messages until the peer disconnects."""
+        try:
+            while True:
+                yield await self.receive_json(mode)
+        except WebSocketDisconnect:
+            return
+
+    def __repr__(self) -> str:
+        return (
+            f"<WebSocket {self._scope.get('path', '')!r} application="
+            f"{self._state.application.name} peer={self._state.peer.name}>"
+        )
