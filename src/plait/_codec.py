@@ -26,7 +26,7 @@ def encode_json(data: Any) -> bytes:
     """
     try:
         return _encoder.encode(data)
-    except msgspec.EncodeError as exc:
+    except (msgspec.EncodeError, TypeError) as exc:
         raise TypeError(f"cannot encode the message as JSON: {exc}") from None
 
 

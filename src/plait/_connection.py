@@ -147,6 +147,7 @@ class Connection:
         self._received = 0
         self._sent = 0
         self._close_written = False
+        self._peer_left = False
         self.children: TaskGroup | None = None
         self.websocket = WebSocket(scope, self._receive_message, send)
         self.websocket._connection = self
@@ -223,8 +224,8 @@ class Connection:
     async def _finish(self, final: tuple[int, str] | None) -> None:
         """Queue the close the handler's end calls for, then let the writer drain."""
         state = self._state
-        if state.peer is WebSocketState.DISCONNECTED and self._disconnect is not None:
-            return  # peer gone: the task group is cancelled, nothing can be said
+        if self._peer_left:
+            return  # the task group is cancelled: nothing can be said any more
         if final is not None and state.application is _CONNECTED:
             code, reason = final
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
@@ -266,7 +267,7 @@ class Connection:
         to read (1008), whose close the writer could not deliver.
         """
         state = self._state
-        if self._close_written or state.peer is not _CONNECTED:
+        if self._close_written or self._peer_left:
             return
         if state.application is _CONNECTED:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
@@ -315,6 +316,7 @@ class Connection:
 
     def _peer_gone(self, code: int, reason: str) -> None:
         """The peer disconnected: cancel everything the connection runs."""
+        self._peer_left = True
         self._state.peer_disconnected(code, reason)
         self._end()
         assert self._task_group is not None

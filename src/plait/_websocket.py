@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from multidict import CIMultiDictProxy, MultiDictProxy
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ._connection import Connection, ConnectionStatistics
 
 __all__ = ("WebSocket", "validate_close")
+
+T = TypeVar("T")
 
 # RFC 6455 section 7.4: codes an endpoint may send in a Close frame.
 _SENDABLE_CODES = frozenset(
@@ -403,32 +405,39 @@ class WebSocket(Mapping[str, Any]):
             return decode_json(await self.receive_bytes())
         raise ValueError(f"mode must be 'text' or 'binary', not {mode!r}")
 
-    async def iter_text(self) -> AsyncIterator[str]:
+    def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the peer disconnects."""
-        try:
-            while True:
-                yield await self.receive_text()
-        except WebSocketDisconnect:
-            return
+        return _Messages(self.receive_text)
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the peer disconnects."""
-        try:
-            while True:
-                yield await self.receive_bytes()
-        except WebSocketDisconnect:
-            return
+        return _Messages(self.receive_bytes)
 
-    async def iter_json(self, mode: Literal["text", "binary"] = "text") -> AsyncIterator[Any]:
+    def iter_json(self, mode: Literal["text", "binary"] = "text") -> AsyncIterator[Any]:
         """Iterate over JSON messages until the peer disconnects."""
-        try:
-            while True:
-                yield await self.receive_json(mode)
-        except WebSocketDisconnect:
-            return
+        return _Messages(partial(self.receive_json, mode))
 
     def __repr__(self) -> str:
         return (
             f"<WebSocket {self._scope.get('path', '')!r} application="
             f"{self._state.application.name} peer={self._state.peer.name}>"
         )
+
+
+class _Messages(AsyncIterator[T]):
+    """Messages until the peer disconnects.
+
+    A plain iterator rather than an async generator: leaving the loop early (``break``)
+    leaves nothing to finalize.
+    """
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: Callable[[], Awaitable[T]]) -> None:
+        self._receive = receive
+
+    async def __anext__(self) -> T:
+        try:
+            return await self._receive()
+        except WebSocketDisconnect:
+            raise StopAsyncIteration from None

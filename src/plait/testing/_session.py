@@ -389,15 +389,17 @@ class AsyncWebSocketTestSession:
             _check_send(message)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             state = "closed"
-        if self._state == "connected" and state == "closed":
-            # The client answers the close handshake at once, as a real client does.
-            self._disconnect(int(message.get("code") or 1000), message.get("reason") or "")
+        answer_close = self._state == "connected" and state == "closed"
         self._state = state
         try:
             await self._from_app_send.send(message)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             if self._send_after_disconnect == "raise":
                 raise OSError("client disconnected") from None
+        if answer_close:
+            # The client answers the close handshake once the close frame has arrived,
+            # as a real client does: only then does the application see the disconnect.
+            self._disconnect(int(message.get("code") or 1000), message.get("reason") or "")
 
 
 def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -1,0 +1,65 @@
+"""Helpers shared by the tests: task counting and small ASGI apps around handlers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import sniffio
+
+import plait
+from plait._types import Message, Receive, Scope, Send
+from plait.testing import AsyncTestClient, AsyncWebSocketTestSession
+
+Handler = Callable[[plait.WebSocket], Awaitable[Any]]
+
+
+def count_tasks() -> int:
+    """How many tasks the current event loop runs (asyncio or trio)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        def walk(task: trio.lowlevel.Task) -> int:
+            return 1 + sum(walk(child) for n in task.child_nurseries for child in n.child_tasks)
+
+        return walk(trio.lowlevel.current_root_task())  # type: ignore[arg-type]
+    import asyncio
+
+    return len(asyncio.all_tasks())
+
+
+def engine_app(
+    handler: Handler, **options: Any
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """A raw ASGI app that serves every WebSocket connection with ``handler``."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "websocket"
+        await plait.serve_connection(scope, receive, send, handler, **options)
+
+    return app
+
+
+class CountingReceive:
+    """Wraps an ASGI receive to count how often the app called it."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.calls = 0
+
+    async def __call__(self) -> Message:
+        self.calls += 1
+        return await self.receive()
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    handler: Handler, path: str = "/", **options: Any
+) -> AsyncIterator[AsyncWebSocketTestSession]:
+    """Serve ``handler`` on the engine (with ``options``) and connect one test session."""
+    async with (
+        AsyncTestClient(engine_app(handler, **options)) as client,
+        client.websocket_connect(path) as session,
+    ):
+        yield session
