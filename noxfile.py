@@ -1,0 +1,44 @@
+"""Developer tasks: ``nox -s tests lint typecheck`` is what CI runs; ``nox -s bench``
+measures plait against raw ASGI and its peers."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite, every async test on asyncio and on trio, real hypercorn too."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-n", "2", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.8")
+    paths = ["src", "tests", "benchmarks", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src/."""
+    session.install("-e", ".[typecheck]")
+    session.run("mypy", "--strict", "src/plait")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The echo benchmark: plait and peers as ratios to raw ASGI, same server, same run.
+
+    Pass options after ``--``, for example ``nox -s bench -- --quick``.
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks.echo", *session.posargs)
