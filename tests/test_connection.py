@@ -477,3 +477,23 @@ async def test_capacities_must_be_positive() -> None:
 
 async def _never(*args: object) -> Any:
     raise AssertionError
+
+
+async def test_messages_read_before_the_disconnect_are_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The reader may have handed the handler a message, then seen the disconnect,
+    # before the handler ran: that message is valid data, not a protocol error.
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        async for text in ws.iter_text():
+            await ws.send_text(text)
+
+    async with AsyncTestClient(engine_app(handler)) as client:
+        for i in range(30):
+            async with client.websocket_connect("/") as session:
+                await session.send_text(str(i))
+                if i % 2:
+                    await anyio.lowlevel.checkpoint()
+                await session.close()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

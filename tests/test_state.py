@@ -97,3 +97,10 @@ def test_server_delivering_out_of_order_is_reported() -> None:
     state = ConnectionState()
     with pytest.raises(WebSocketStateError, match="server delivered"):
         state.did_receive("websocket.receive")
+
+
+def test_data_read_before_the_disconnect_is_still_data() -> None:
+    state = connected()
+    state.peer_disconnected(1006, "")
+    state.did_receive("websocket.receive")
+    assert state.peer is S.DISCONNECTED

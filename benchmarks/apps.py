@@ -1,0 +1,144 @@
+"""WebSocket echo apps that hypercorn loads as ``benchmarks.apps:NAME``.
+
+Every app serves the same echo on any path: accept, then send each text or bytes message
+back until the client disconnects. ``raw`` is the baseline the runner divides by; the others
+are plait and its peers doing the same work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from litestar import Litestar, websocket, websocket_listener
+from litestar.connection import WebSocket as LitestarWebSocket
+from litestar.exceptions import WebSocketDisconnect as LitestarDisconnect
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket as StarletteWebSocket
+from starlette.websockets import WebSocketDisconnect as StarletteDisconnect
+
+import plait as _plait
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+NAMES = ("raw", "plait", "starlette", "litestar", "litestar_listener")
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Say why an app cannot run in this environment.
+
+    Args:
+        name: One of `NAMES`.
+
+    Returns:
+        A sentence for the report, or None when the app can run.
+    """
+    if name not in NAMES:
+        return f"unknown app {name!r}; choose from {', '.join(NAMES)}"
+    if name == "plait" and not hasattr(_plait, "serve_connection"):
+        return "plait.serve_connection is not importable yet"
+    return None
+
+
+async def _serve_lifespan(receive: Receive, send: Send) -> None:
+    """Answer lifespan startup and shutdown so hypercorn starts without warnings."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _send_not_found(send: Send) -> None:
+    """Answer a plain HTTP request: these apps only speak WebSocket."""
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b"websocket only"})
+
+
+async def _echo_raw(receive: Receive, send: Send) -> None:
+    """Echo on bare ASGI messages, the least work an app can do."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message["type"] != "websocket.receive":
+            break
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes")})
+    # hypercorn turns a return while connected into a 1011 close: close normally instead.
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+    """Raw ASGI echo app: the baseline every ratio divides by."""
+    if scope["type"] == "websocket":
+        await _echo_raw(receive, send)
+    elif scope["type"] == "lifespan":
+        await _serve_lifespan(receive, send)
+    else:
+        await _send_not_found(send)
+
+
+async def _plait_echo(ws: _plait.WebSocket) -> None:
+    """Echo every text message on plait's engine until the client disconnects."""
+    await ws.accept()
+    async for text in ws.iter_text():
+        await ws.send_text(text)
+
+
+async def plait(scope: Scope, receive: Receive, send: Send) -> None:
+    """plait echo app: the same echo through `plait.serve_connection`."""
+    if scope["type"] == "websocket":
+        await _plait.serve_connection(scope, receive, send, _plait_echo)
+    elif scope["type"] == "lifespan":
+        await _serve_lifespan(receive, send)
+    else:
+        await _send_not_found(send)
+
+
+async def _starlette_echo(ws: StarletteWebSocket) -> None:
+    """Echo text with Starlette's receive_text/send_text loop."""
+    await ws.accept()
+    try:
+        while True:
+            await ws.send_text(await ws.receive_text())
+    except StarletteDisconnect:
+        pass
+
+
+starlette = Starlette(routes=[WebSocketRoute("/", _starlette_echo)])
+
+
+@websocket("/")
+async def _litestar_echo(socket: LitestarWebSocket[Any, Any, Any]) -> None:
+    """Echo text with a Litestar ``@websocket`` handler."""
+    await socket.accept()
+    try:
+        while True:
+            await socket.send_text(await socket.receive_text())
+    except LitestarDisconnect:
+        pass
+
+
+litestar = Litestar(route_handlers=[_litestar_echo])
+
+
+@websocket_listener("/")
+async def _litestar_listener_echo(data: str) -> str:
+    """Echo text with a Litestar ``websocket_listener``: the return value is sent back."""
+    return data
+
+
+litestar_listener = Litestar(route_handlers=[_litestar_listener_echo])
