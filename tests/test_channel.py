@@ -112,13 +112,24 @@ async def test_cancelled_receiver_leaves_no_waiter_behind() -> None:
     assert await channel.receive() == 7
 
 
-async def test_cancelled_task_does_not_take_items() -> None:
-    channel: Channel[int] = Channel(2)
+async def test_only_a_call_that_waits_is_a_cancellation_point() -> None:
+    channel: Channel[int] = Channel(1)
     channel.send_nowait(1)
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await channel.receive()
-    assert channel.statistics().buffered == 1
+        # completes without waiting: like trio's *_nowait, not a cancellation point
+        assert await channel.receive() == 1
+        await channel.send(2)
+        # must wait (full): cancelled, and nothing is queued
+        await channel.send(3)
+        raise AssertionError("not reached")  # pragma: no cover
+    assert scope.cancelled_caught
+    assert channel.receive_nowait() == 2
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await channel.receive()  # must wait (empty): cancelled
+    assert scope.cancelled_caught
+    assert channel.statistics() == (0, 1, 0, 0)
 
 
 async def test_a_woken_then_cancelled_receiver_loses_no_item() -> None:

@@ -2,10 +2,13 @@
 
 anyio's memory object streams would do, but they yield to the event loop on every send
 and receive, even when an item is ready; on the engine's two hops per message that is
-two extra loop iterations. This channel waits only when it must (empty on receive, full
-on send) and otherwise checks for cancellation without yielding, so a busy connection
-moves queued messages without a round trip through the scheduler, while a cancelled task
-still stops at its next call.
+two extra loop iterations. This channel parks a task only when it must (empty on
+receive, full on send), with the cheapest wake-up of the running loop
+(:mod:`plait._backend`).
+
+A call that completes without waiting is not a cancellation point (like trio's
+``*_nowait``): the engine does not rely on it, since a connection that ended closes its
+channels and the WebSocket refuses further use; a call that waits is one.
 
 Any number of senders and receivers may wait; each waiter is woken at most once, and a
 waiter cancelled after being woken passes its turn on, so no wake-up is lost.
@@ -16,8 +19,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Generic, NamedTuple, TypeVar
 
-from anyio import ClosedResourceError, EndOfStream, Event, WouldBlock
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio import ClosedResourceError, EndOfStream, WouldBlock
+
+from ._backend import Waiter, waiter_factory
 
 __all__ = ("Channel", "ChannelStatistics")
 
@@ -40,20 +44,23 @@ class ChannelStatistics(NamedTuple):
 class Channel(Generic[T]):
     """A bounded, closable FIFO queue shared by tasks of one event loop.
 
+    Create it inside the event loop that will use it.
+
     Args:
         capacity: How many items may wait before ``send`` blocks (at least 1).
     """
 
-    __slots__ = ("_capacity", "_closed", "_items", "_receivers", "_senders")
+    __slots__ = ("_capacity", "_closed", "_items", "_new_waiter", "_receivers", "_senders")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
         self._items: deque[T] = deque()
-        self._senders: deque[Event] = deque()
-        self._receivers: deque[Event] = deque()
+        self._senders: deque[Waiter] = deque()
+        self._receivers: deque[Waiter] = deque()
         self._closed = False
+        self._new_waiter = waiter_factory()
 
     @property
     def closed(self) -> bool:
@@ -101,14 +108,16 @@ class Channel(Generic[T]):
         Raises:
             ClosedResourceError: The channel is closed.
         """
-        await checkpoint_if_cancelled()
+        items = self._items
         while True:
-            try:
-                self.send_nowait(item)
-            except WouldBlock:
-                await self._wait(self._senders)
-            else:
+            if self._closed:
+                raise ClosedResourceError
+            if len(items) < self._capacity:
+                items.append(item)
+                if self._receivers:
+                    self._receivers.popleft().set()
                 return
+            await self._wait(self._senders)
 
     # -- receiving ------------------------------------------------------------------
 
@@ -134,12 +143,16 @@ class Channel(Generic[T]):
         Raises:
             EndOfStream: The channel is empty and closed.
         """
-        await checkpoint_if_cancelled()
+        items = self._items
         while True:
-            try:
-                return self.receive_nowait()
-            except WouldBlock:
-                await self._wait(self._receivers)
+            if items:
+                item = items.popleft()
+                if self._senders:
+                    self._senders.popleft().set()
+                return item
+            if self._closed:
+                raise EndOfStream
+            await self._wait(self._receivers)
 
     # -- closing --------------------------------------------------------------------
 
@@ -150,16 +163,16 @@ class Channel(Generic[T]):
             while waiters:
                 waiters.popleft().set()
 
-    async def _wait(self, waiters: deque[Event]) -> None:
-        event = Event()
-        waiters.append(event)
+    async def _wait(self, waiters: deque[Waiter]) -> None:
+        waiter = self._new_waiter()
+        waiters.append(waiter)
         try:
-            await event.wait()
+            await waiter.wait()
         except BaseException:
-            if event.is_set():
+            if waiter.is_set():
                 # Woken, then cancelled before running: hand the turn to the next waiter.
                 if waiters:
                     waiters.popleft().set()
             else:
-                waiters.remove(event)
+                waiters.remove(waiter)
             raise

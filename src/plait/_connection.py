@@ -355,7 +355,12 @@ class Connection:
                 message_type = message["type"]
                 if message_type == "websocket.receive":
                     self._received += 1
-                    if limit is not None and _size_over(message, limit):
+                    text = message.get("text")
+                    if (
+                        limit is not None
+                        and (text is None or len(text) * 4 > limit)
+                        and _size_over(message, limit)
+                    ):
                         logger.info(
                             "closing %s with 1009: a message exceeds %d bytes",
                             self.websocket.scope.get("path", ""),
