@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 from litestar import Litestar, websocket, websocket_listener
 from litestar.connection import WebSocket as LitestarWebSocket
 from litestar.exceptions import WebSocketDisconnect as LitestarDisconnect
@@ -19,6 +20,7 @@ from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect as StarletteDisconnect
 
 import plait as _plait
+from plait._channel import Channel
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,7 +28,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-NAMES = ("raw", "plait", "starlette", "litestar", "litestar_listener")
+NAMES = ("raw", "plait", "floor", "starlette", "litestar", "litestar_listener")
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -102,6 +104,47 @@ async def plait(scope: Scope, receive: Receive, send: Send) -> None:
     """plait echo app: the same echo through `plait.serve_connection`."""
     if scope["type"] == "websocket":
         await _plait.serve_connection(scope, receive, send, _plait_echo)
+    elif scope["type"] == "lifespan":
+        await _serve_lifespan(receive, send)
+    else:
+        await _send_not_found(send)
+
+
+async def _floor_echo(receive: Receive, send: Send) -> None:
+    """The least a reader/writer/handler design can cost: three tasks, two hops, no checks.
+
+    Not a usable framework (no state, no limits, no cancellation on disconnect): it is
+    here to separate what plait's design costs from what plait's code costs.
+    """
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    inbound: Channel[Message] = Channel(16)
+    outbound: Channel[Message | None] = Channel(16)
+
+    async def reader() -> None:
+        while True:
+            message = await receive()
+            await inbound.send(message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+    async def writer() -> None:
+        while (message := await outbound.receive()) is not None:
+            await send(message)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        tg.start_soon(writer)
+        while (message := await inbound.receive())["type"] == "websocket.receive":
+            await outbound.send({"type": "websocket.send", "text": message["text"]})
+        await outbound.send(None)
+
+
+async def floor(scope: Scope, receive: Receive, send: Send) -> None:
+    """Three bare tasks joined by plait's channel: the design's floor, for reference."""
+    if scope["type"] == "websocket":
+        await _floor_echo(receive, send)
     elif scope["type"] == "lifespan":
         await _serve_lifespan(receive, send)
     else:

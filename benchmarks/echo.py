@@ -1,7 +1,7 @@
 """Echo benchmark runner: plait and its peers against a raw ASGI echo on hypercorn.
 
 ``python -m benchmarks.echo [--rounds 3] [--duration 4] [--workers asyncio,trio]
-[--apps raw,plait,starlette,litestar,litestar_listener] [--conns 1,50] [--quick]``
+[--apps raw,plait,floor,starlette,litestar,litestar_listener] [--conns 1,50] [--quick]``
 
 For each worker class and round, every app (in an order rotated each round) gets a fresh
 hypercorn on core 0 and the picows client on core 1, once per connection count. The report

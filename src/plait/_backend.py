@@ -3,103 +3,94 @@
 The engine moves every message through two channels, and each hop that has to wait
 parks one task and wakes it later. anyio's ``Event`` does this portably but resolves the
 backend (through sniffio) and wraps the loop's own event on every use; on the engine's
-hot path that was a large part of plait's overhead. A :class:`Waiter` here is the
-cheapest one-shot wake-up each loop offers: a bare future on asyncio, and trio's
+hot path that was a large part of plait's overhead. The waiters here are the cheapest
+one-shot wake-up each loop offers: a bare future on asyncio, and trio's
 ``wait_task_rescheduled`` (what trio's own channels use) on trio. Cancellation works as
 for any other wait: anyio's cancel scopes cancel a waiting task on either backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, NamedTuple
 
 import sniffio
 
-__all__ = ("Waiter", "waiter_factory")
+__all__ = ("Waiters", "waiters")
 
 
-class Waiter(Protocol):
-    """A one-shot wake-up for one waiting task."""
+class Waiters(NamedTuple):
+    """How to park and wake one task on the running event loop.
 
-    def set(self) -> None:
-        """Wake the waiting task (or let a later ``wait`` return at once)."""
+    A waiter is created by ``new()``, awaited directly (``await waiter``) by the one task
+    that parks on it, and woken at most once by ``wake(waiter)``; ``woken(waiter)`` says
+    whether that happened, also after the waiting task was cancelled.
+    """
 
-    def is_set(self) -> bool:
-        """Whether :meth:`set` was called."""
-
-    async def wait(self) -> None:
-        """Wait until :meth:`set` is called; a cancellation point."""
+    new: Callable[[], Awaitable[None]]
+    wake: Callable[[Any], None]
+    woken: Callable[[Any], bool]
 
 
-def waiter_factory() -> Callable[[], Waiter]:
-    """Return the constructor of waiters for the event loop running now."""
+def waiters() -> Waiters:
+    """Return the waiter operations for the event loop running now."""
     library = sniffio.current_async_library()
     if library == "asyncio":
-        return _asyncio_waiter_factory()
+        return _asyncio_waiters()
     if library == "trio":
-        return _trio_waiter_factory()
+        return _trio_waiters()
     raise RuntimeError(f"plait runs on asyncio or trio, not {library!r}")  # pragma: no cover
 
 
-def _asyncio_waiter_factory() -> Callable[[], Waiter]:
+def _asyncio_waiters() -> Waiters:
     import asyncio
 
-    get_loop = asyncio.get_running_loop
+    def wake(future: asyncio.Future[None]) -> None:
+        if not future.done():
+            future.set_result(None)
 
-    class AsyncioWaiter:
-        __slots__ = ("_future",)
+    def woken(future: asyncio.Future[None]) -> bool:
+        return future.done() and not future.cancelled()
 
-        def __init__(self) -> None:
-            self._future: asyncio.Future[None] = get_loop().create_future()
-
-        def set(self) -> None:
-            if not self._future.done():
-                self._future.set_result(None)
-
-        def is_set(self) -> bool:
-            future = self._future
-            return future.done() and not future.cancelled()
-
-        async def wait(self) -> None:
-            await self._future
-
-    return AsyncioWaiter
+    return Waiters(asyncio.get_running_loop().create_future, wake, woken)
 
 
-def _trio_waiter_factory() -> Callable[[], Waiter]:
+def _trio_waiters() -> Waiters:
     import trio
 
     lowlevel = trio.lowlevel
 
     class TrioWaiter:
-        __slots__ = ("_set", "_task")
+        __slots__ = ("set", "task")
 
         def __init__(self) -> None:
-            self._task: trio.lowlevel.Task | None = None
-            self._set = False
+            self.task: trio.lowlevel.Task | None = None
+            self.set = False
 
-        def set(self) -> None:
-            if not self._set:
-                self._set = True
-                task = self._task
-                if task is not None:
-                    self._task = None
-                    lowlevel.reschedule(task)
+        def __await__(self) -> Generator[Any, None, None]:
+            return self._wait().__await__()
 
-        def is_set(self) -> bool:
-            return self._set
-
-        async def wait(self) -> None:
-            if self._set:
+        async def _wait(self) -> None:
+            if self.set:
                 await lowlevel.checkpoint()
                 return
-            self._task = lowlevel.current_task()
+            self.task = lowlevel.current_task()
 
             def abort(_: object) -> trio.lowlevel.Abort:
-                self._task = None
+                self.task = None
                 return lowlevel.Abort.SUCCEEDED
 
             await lowlevel.wait_task_rescheduled(abort)
 
-    return TrioWaiter
+    def wake(waiter: TrioWaiter) -> None:
+        if not waiter.set:
+            waiter.set = True
+            task = waiter.task
+            if task is not None:
+                waiter.task = None
+                lowlevel.reschedule(task)
+
+    def woken(waiter: TrioWaiter) -> bool:
+        return waiter.set
+
+    return Waiters(TrioWaiter, wake, woken)

@@ -17,11 +17,11 @@ waiter cancelled after being woken passes its turn on, so no wake-up is lost.
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
-from ._backend import Waiter, waiter_factory
+from ._backend import waiters
 
 __all__ = ("Channel", "ChannelStatistics")
 
@@ -50,17 +50,26 @@ class Channel(Generic[T]):
         capacity: How many items may wait before ``send`` blocks (at least 1).
     """
 
-    __slots__ = ("_capacity", "_closed", "_items", "_new_waiter", "_receivers", "_senders")
+    __slots__ = (
+        "_capacity",
+        "_closed",
+        "_items",
+        "_new_waiter",
+        "_receivers",
+        "_senders",
+        "_wake",
+        "_woken",
+    )
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
         self._items: deque[T] = deque()
-        self._senders: deque[Waiter] = deque()
-        self._receivers: deque[Waiter] = deque()
+        self._senders: deque[Any] = deque()
+        self._receivers: deque[Any] = deque()
         self._closed = False
-        self._new_waiter = waiter_factory()
+        self._new_waiter, self._wake, self._woken = waiters()
 
     @property
     def closed(self) -> bool:
@@ -88,7 +97,7 @@ class Channel(Generic[T]):
             raise WouldBlock
         self._items.append(item)
         if self._receivers:
-            self._receivers.popleft().set()
+            self._wake(self._receivers.popleft())
 
     def force_nowait(self, item: T) -> None:
         """Queue ``item`` past the capacity (for one final control message).
@@ -100,7 +109,7 @@ class Channel(Generic[T]):
             raise ClosedResourceError
         self._items.append(item)
         if self._receivers:
-            self._receivers.popleft().set()
+            self._wake(self._receivers.popleft())
 
     async def send(self, item: T) -> None:
         """Queue ``item``, waiting while the channel is full.
@@ -115,7 +124,7 @@ class Channel(Generic[T]):
             if len(items) < self._capacity:
                 items.append(item)
                 if self._receivers:
-                    self._receivers.popleft().set()
+                    self._wake(self._receivers.popleft())
                 return
             await self._wait(self._senders)
 
@@ -131,7 +140,7 @@ class Channel(Generic[T]):
         if self._items:
             item = self._items.popleft()
             if self._senders:
-                self._senders.popleft().set()
+                self._wake(self._senders.popleft())
             return item
         if self._closed:
             raise EndOfStream
@@ -148,7 +157,7 @@ class Channel(Generic[T]):
             if items:
                 item = items.popleft()
                 if self._senders:
-                    self._senders.popleft().set()
+                    self._wake(self._senders.popleft())
                 return item
             if self._closed:
                 raise EndOfStream
@@ -159,20 +168,20 @@ class Channel(Generic[T]):
     def close(self) -> None:
         """Close the channel: senders fail, receivers drain what is queued, then stop."""
         self._closed = True
-        for waiters in (self._senders, self._receivers):
-            while waiters:
-                waiters.popleft().set()
+        for queue in (self._senders, self._receivers):
+            while queue:
+                self._wake(queue.popleft())
 
-    async def _wait(self, waiters: deque[Waiter]) -> None:
+    async def _wait(self, queue: deque[Any]) -> None:
         waiter = self._new_waiter()
-        waiters.append(waiter)
+        queue.append(waiter)
         try:
-            await waiter.wait()
+            await waiter
         except BaseException:
-            if waiter.is_set():
+            if self._woken(waiter):
                 # Woken, then cancelled before running: hand the turn to the next waiter.
-                if waiters:
-                    waiters.popleft().set()
+                if queue:
+                    self._wake(queue.popleft())
             else:
-                waiters.remove(waiter)
+                queue.remove(waiter)
             raise

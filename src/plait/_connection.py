@@ -133,7 +133,7 @@ class Connection:
         self._asgi_receive = receive
         self._asgi_send = send
         self._inbound: Channel[Message] = Channel(inbound_capacity)
-        self._outbound: Channel[Message] = Channel(outbound_capacity)
+        self.outbound: Channel[Message] = Channel(outbound_capacity)
         self._max_message_size = max_message_size
         self._send_timeout = send_timeout
         self._drain_timeout = drain_timeout
@@ -156,7 +156,7 @@ class Connection:
     def statistics(self) -> ConnectionStatistics:
         """Return the connection's counters."""
         inbound = self._inbound.statistics()
-        outbound = self._outbound.statistics()
+        outbound = self.outbound.statistics()
         return ConnectionStatistics(
             inbound.buffered,
             inbound.capacity,
@@ -229,10 +229,10 @@ class Connection:
         if final is not None and state.application is _CONNECTED:
             code, reason = final
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-            self._outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
+            self.outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
         elif final is not None and state.application is _CONNECTING:
             self._deny(internal_error=final[0] == 1011)
-        self._outbound.close()
+        self.outbound.close()
         with anyio.move_on_after(self._drain_timeout) as scope:
             await self._writer_done.wait()
         if scope.cancelled_caught:
@@ -254,11 +254,11 @@ class Connection:
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"21")],
             }
             state.did_send("websocket.http.response.body", WebSocketState.DISCONNECTED, 1011, "")
-            self._outbound.force_nowait(start)
-            self._outbound.force_nowait({"type": "websocket.http.response.body", "body": body})
+            self.outbound.force_nowait(start)
+            self.outbound.force_nowait({"type": "websocket.http.response.body", "body": body})
         else:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, 1000, "")
-            self._outbound.force_nowait({"type": "websocket.close", "code": 1000, "reason": ""})
+            self.outbound.force_nowait({"type": "websocket.close", "code": 1000, "reason": ""})
 
     async def _say_goodbye(self, code: int, reason: str) -> None:
         """Send a close after the task group is gone (the writer is gone: one sender).
@@ -306,9 +306,9 @@ class Connection:
         """Queue a message already checked by the WebSocket's state machine."""
         try:
             if message["type"] == "websocket.close":
-                self._outbound.force_nowait(message)  # a close never waits for room
+                self.outbound.force_nowait(message)  # a close never waits for room
             else:
-                await self._outbound.send(message)
+                await self.outbound.send(message)
         except ClosedResourceError:
             raise self._state.closed_error(f"send {message['type']!r}") from None
 
@@ -327,7 +327,7 @@ class Connection:
         state = self._state
         if state.application is _CONNECTED:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-            self._outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
+            self.outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
         self._end()
         if self._handler_scope is not None:
             self._handler_scope.cancel()
@@ -341,7 +341,7 @@ class Connection:
             "reason": state.close_reason,
         }
         self._inbound.close()
-        self._outbound.close()
+        self.outbound.close()
 
     # -- the tasks ------------------------------------------------------------------------
 
@@ -382,7 +382,7 @@ class Connection:
 
     async def _write_loop(self) -> None:
         send = self._asgi_send
-        outbound = self._outbound
+        outbound = self.outbound
         timeout = self._send_timeout
         try:
             while True:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from anyio import ClosedResourceError
 from multidict import CIMultiDictProxy, MultiDictProxy
 
 from ._codec import decode_json, encode_json, encode_json_text
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ("WebSocket", "validate_close")
 
 T = TypeVar("T")
+
+_CONNECTED = WebSocketState.CONNECTED
 
 # RFC 6455 section 7.4: codes an endpoint may send in a Close frame.
 _SENDABLE_CODES = frozenset(
@@ -203,15 +206,18 @@ class WebSocket(Mapping[str, Any]):
             WebSocketStateError: Called before ``accept()`` once the handshake message
                 was read.
         """
-        state = self._state
-        state.check_receive(raw=True)
+        self._state.check_receive(raw=True)
         message = await self._receive()
+        self._record_received(message)
+        return message
+
+    def _record_received(self, message: Message) -> None:
         message_type = message["type"]
         if message_type == "websocket.disconnect":
-            state.did_receive(message_type, message.get("code", 1005), message.get("reason") or "")
+            code = message.get("code", 1005)
+            self._state.did_receive(message_type, code, message.get("reason") or "")
         else:
-            state.did_receive(message_type)
-        return message
+            self._state.did_receive(message_type)
 
     async def send(self, message: Message) -> None:
         """Send a raw ASGI message, checked against the connection's state.
@@ -327,12 +333,34 @@ class WebSocket(Mapping[str, Any]):
     # -- typed messages -------------------------------------------------------------------
 
     async def send_text(self, data: str) -> None:
-        """Send a text message."""
-        await self.send({"type": "websocket.send", "text": data})
+        """Send a text message.
+
+        Raises:
+            WebSocketDisconnect: The connection is over (a :class:`WebSocketClosed`).
+            WebSocketStateError: Called before ``accept()``.
+        """
+        await self._send_data({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
-        """Send a binary message."""
-        await self.send({"type": "websocket.send", "bytes": data})
+        """Send a binary message.
+
+        Raises:
+            WebSocketDisconnect: The connection is over (a :class:`WebSocketClosed`).
+            WebSocketStateError: Called before ``accept()``.
+        """
+        await self._send_data({"type": "websocket.send", "bytes": data})
+
+    async def _send_data(self, message: Message) -> None:
+        state = self._state
+        connection = self._connection
+        if connection is None or not (state.application is _CONNECTED and state.peer is _CONNECTED):
+            await self.send(message)  # checks and explains the state
+            return
+        # The hot path: both sides connected, where a data message changes no state.
+        try:
+            await connection.outbound.send(message)
+        except ClosedResourceError:
+            raise state.closed_error("send 'websocket.send'") from None
 
     async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
         """Send ``data`` encoded as JSON, in a text (default) or binary message.
@@ -341,17 +369,24 @@ class WebSocket(Mapping[str, Any]):
             TypeError: ``data`` cannot be encoded as JSON.
         """
         if mode == "text":
-            await self.send({"type": "websocket.send", "text": encode_json_text(data)})
+            await self._send_data({"type": "websocket.send", "text": encode_json_text(data)})
         elif mode == "binary":
-            await self.send({"type": "websocket.send", "bytes": encode_json(data)})
+            await self._send_data({"type": "websocket.send", "bytes": encode_json(data)})
         else:
             raise ValueError(f"mode must be 'text' or 'binary', not {mode!r}")
 
     async def _receive_data(self) -> Message:
-        self._state.check_receive(raw=False)
-        message = await self.receive()
+        state = self._state
+        if state.application is _CONNECTED and state.peer is _CONNECTED:
+            # The hot path: a websocket.receive changes no state when both are connected.
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                self._record_received(message)
+        else:
+            state.check_receive(raw=False)
+            message = await self.receive()
         if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(self._state.close_code or 1005, self._state.close_reason)
+            raise WebSocketDisconnect(state.close_code or 1005, state.close_reason)
         return message
 
     async def receive_text(self) -> str:
@@ -407,7 +442,7 @@ class WebSocket(Mapping[str, Any]):
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the peer disconnects."""
-        return _Messages(self.receive_text)
+        return _TextMessages(self)
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the peer disconnects."""
@@ -439,5 +474,34 @@ class _Messages(AsyncIterator[T]):
     async def __anext__(self) -> T:
         try:
             return await self._receive()
+        except WebSocketDisconnect:
+            raise StopAsyncIteration from None
+
+
+class _TextMessages(AsyncIterator[str]):
+    """``iter_text()``, with the connected case inline: the loop most handlers run."""
+
+    __slots__ = ("_websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+
+    async def __anext__(self) -> str:
+        websocket = self._websocket
+        state = websocket._state
+        if state.application is _CONNECTED and state.peer is _CONNECTED:
+            message = await websocket._receive()
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            if message["type"] == "websocket.receive":
+                raise MessageTypeError(
+                    "expected a text message, received a binary message "
+                    f"({len(message.get('bytes') or b'')} bytes)"
+                )
+            websocket._record_received(message)
+            raise StopAsyncIteration
+        try:
+            return await websocket.receive_text()
         except WebSocketDisconnect:
             raise StopAsyncIteration from None
