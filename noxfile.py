@@ -40,5 +40,6 @@ def bench(session: nox.Session) -> None:
 
     Pass options after ``--``, for example ``nox -s bench -- --quick``.
     """
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench]", "websockets>=13")
     session.run("python", "-m", "benchmarks.echo", *session.posargs)
+    session.run("python", "-m", "benchmarks.cancel_latency")
