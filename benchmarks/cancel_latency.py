@@ -21,6 +21,7 @@ import anyio
 from websockets.sync.client import connect
 
 import plait
+from benchmarks.apps import _serve_lifespan as serve_lifespan
 from plait.testing import run_hypercorn
 from plait.types import Receive, Scope, Send
 
@@ -43,9 +44,7 @@ async def _sleeper(ws: plait.WebSocket) -> None:
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve every WebSocket with the sleeping handler; answer lifespan."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await serve_lifespan(receive, send)
         return
     await plait.serve_connection(scope, receive, send, _sleeper)
 

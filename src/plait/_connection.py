@@ -194,8 +194,8 @@ class Connection:
             self._state.closed_by,
         )
 
-    async def _run_handler(self, handler: Handler) -> tuple[int, str] | None:
-        """Run the handler; return the close it calls for, or None."""
+    async def _run_handler(self, handler: Handler) -> tuple[int, str]:
+        """Run the handler; return the close (code, reason) its end calls for."""
         try:
             with anyio.CancelScope() as self._handler_scope:
                 async with anyio.create_task_group() as children:
@@ -206,7 +206,7 @@ class Connection:
             return self._close_for(exc)
         return (1000, "")
 
-    def _close_for(self, exc: Exception) -> tuple[int, str] | None:
+    def _close_for(self, exc: Exception) -> tuple[int, str]:
         """Choose the close for a handler that raised, and log what deserves it."""
         error = _first_error(exc)
         path = self.websocket.scope.get("path", "")
@@ -221,17 +221,17 @@ class Connection:
         logger.error("handler for %s failed", path, exc_info=error)
         return (1011, "internal error")
 
-    async def _finish(self, final: tuple[int, str] | None) -> None:
+    async def _finish(self, final: tuple[int, str]) -> None:
         """Queue the close the handler's end calls for, then let the writer drain."""
         state = self._state
         if self._peer_left:
             return  # the task group is cancelled: nothing can be said any more
-        if final is not None and state.application is _CONNECTED:
-            code, reason = final
+        code, reason = final
+        if state.application is _CONNECTED:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
             self.outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
-        elif final is not None and state.application is _CONNECTING:
-            self._deny(internal_error=final[0] == 1011)
+        elif state.application is _CONNECTING:
+            self._deny(internal_error=code == 1011)
         self.outbound.close()
         with anyio.move_on_after(self._drain_timeout) as scope:
             await self._writer_done.wait()

@@ -397,14 +397,7 @@ class WebSocket(Mapping[str, Any]):
             MessageTypeError: A binary message came instead.
             WebSocketStateError: Called before ``accept()``.
         """
-        message = await self._receive_data()
-        text = message.get("text")
-        if text is None:
-            raise MessageTypeError(
-                f"expected a text message, received a binary message "
-                f"({len(message.get('bytes') or b'')} bytes)"
-            )
-        return str(text)
+        return _text_of(await self._receive_data())
 
     async def receive_bytes(self) -> bytes:
         """Receive a binary message.
@@ -414,14 +407,7 @@ class WebSocket(Mapping[str, Any]):
             MessageTypeError: A text message came instead.
             WebSocketStateError: Called before ``accept()``.
         """
-        message = await self._receive_data()
-        data = message.get("bytes")
-        if data is None:
-            raise MessageTypeError(
-                f"expected a binary message, received a text message "
-                f"({len(message.get('text') or '')} characters)"
-            )
-        return bytes(data)
+        return _bytes_of(await self._receive_data())
 
     async def receive_json(self, mode: Literal["text", "binary"] = "text") -> Any:
         """Receive a message and decode it as JSON.
@@ -491,17 +477,31 @@ class _TextMessages(AsyncIterator[str]):
         state = websocket._state
         if state.application is _CONNECTED and state.peer is _CONNECTED:
             message = await websocket._receive()
-            text = message.get("text")
-            if text is not None:
-                return str(text)
             if message["type"] == "websocket.receive":
-                raise MessageTypeError(
-                    "expected a text message, received a binary message "
-                    f"({len(message.get('bytes') or b'')} bytes)"
-                )
+                return _text_of(message)
             websocket._record_received(message)
             raise StopAsyncIteration
         try:
             return await websocket.receive_text()
         except WebSocketDisconnect:
             raise StopAsyncIteration from None
+
+
+def _text_of(message: Message) -> str:
+    text = message.get("text")
+    if text is None:
+        raise MessageTypeError(
+            "expected a text message, received a binary message "
+            f"({len(message.get('bytes') or b'')} bytes)"
+        )
+    return str(text)
+
+
+def _bytes_of(message: Message) -> bytes:
+    data = message.get("bytes")
+    if data is None:
+        raise MessageTypeError(
+            "expected a binary message, received a text message "
+            f"({len(message.get('text') or '')} characters)"
+        )
+    return bytes(data)
