@@ -6,6 +6,7 @@ by bounded channels. When the peer goes, the handler and everything it started a
 cancelled.
 """
 
+from ._app import App as App
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._connection import Handler as Handler
 from ._connection import serve_connection as serve_connection
@@ -19,23 +20,48 @@ from ._exceptions import PlaitError as PlaitError
 from ._exceptions import WebSocketClosed as WebSocketClosed
 from ._exceptions import WebSocketDisconnect as WebSocketDisconnect
 from ._exceptions import WebSocketStateError as WebSocketStateError
+from ._injection import InjectionError as InjectionError
+from ._params import AsyncResource as AsyncResource
+from ._params import Cookie as Cookie
+from ._params import Deny as Deny
+from ._params import Header as Header
+from ._params import Ignore as Ignore
+from ._params import Path as Path
+from ._params import Query as Query
+from ._params import use as use
+from ._routing import RouteConflictError as RouteConflictError
+from ._routing import WebSocketRoute as WebSocketRoute
+from ._routing import websocket as websocket
 from ._state import WebSocketState as WebSocketState
 from ._websocket import WebSocket as WebSocket
 
 __all__ = (
     "URL",
     "Address",
+    "App",
+    "AsyncResource",
     "ConnectionStatistics",
+    "Cookie",
     "DenialResponse",
+    "Deny",
     "Handler",
+    "Header",
+    "Ignore",
+    "InjectionError",
     "MessageDecodeError",
     "MessageTypeError",
+    "Path",
     "PlaitError",
+    "Query",
+    "RouteConflictError",
     "State",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketDisconnect",
+    "WebSocketRoute",
     "WebSocketState",
     "WebSocketStateError",
     "serve_connection",
+    "use",
+    "websocket",
 )

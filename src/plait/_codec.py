@@ -12,7 +12,7 @@ import msgspec
 
 from ._exceptions import MessageDecodeError
 
-__all__ = ("decode_json", "encode_json", "encode_json_text")
+__all__ = ("ConversionError", "convert", "decode_json", "encode_json", "encode_json_text")
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder()
@@ -45,3 +45,26 @@ def decode_json(data: str | bytes) -> Any:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise MessageDecodeError(f"invalid JSON message: {exc}") from None
+
+
+class ConversionError(ValueError):
+    """A handshake value could not be converted to the annotated type."""
+
+
+def convert(value: Any, annotation: Any) -> Any:
+    """Convert a value taken from the handshake (strings, or lists of them) to a type.
+
+    Lax, as query strings need: ``"5"`` becomes ``5`` for ``int``, ``"true"`` becomes
+    ``True`` for ``bool``; ``list[int]`` takes a list of strings.
+
+    Raises:
+        ConversionError: The value does not fit; the message says why (msgspec's words).
+    """
+    if annotation is str and type(value) is str:
+        return value
+    try:
+        return msgspec.convert(value, annotation, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConversionError(str(exc)) from None
+    except TypeError as exc:  # a type msgspec cannot convert to
+        raise ConversionError(f"cannot convert to {annotation!r}: {exc}") from None

@@ -168,6 +168,16 @@ class Connection:
 
     # -- the lifecycle ---------------------------------------------------------------
 
+    def shut_down(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close with ``code`` after what is queued, and cancel the handler."""
+        if self._task_group is not None and not self._peer_left:
+            self._abort(code, reason)
+
+    def cancel(self) -> None:
+        """Cancel everything the connection runs, at once."""
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
     async def run(self, handler: Handler) -> None:
         """Run the connection until the handler is done and the writer has drained."""
         path = self.websocket.scope.get("path", "")

@@ -1,0 +1,196 @@
+"""The application: routes WebSocket connections, hands HTTP to a fallback app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
+
+import anyio
+
+from ._connection import Connection
+from ._denial import DenialResponse
+from ._lifespan import fallback_lifespan
+from ._routing import RouteConflictError, WebSocketRoute
+from ._types import ASGIApp, Receive, Scope, Send
+from ._websocket import WebSocket
+
+__all__ = ("App",)
+
+logger = logging.getLogger(__name__)
+
+Lifespan = Callable[["App"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+
+
+class App:
+    """An ASGI 3 application serving WebSocket routes.
+
+    ::
+
+        app = App(routes=[chat], fallback=starlette_app)
+
+    WebSocket connections go to the first route whose path template matches; an unknown
+    path is refused with 404 (or a close before accept where the server has no denial
+    responses). HTTP requests go to ``fallback`` (any ASGI app: Starlette, FastAPI,
+    Litestar), or get a plain 404. The lifespan runs ``lifespan(app)`` and the fallback's
+    own lifespan. On shutdown, open connections are closed with 1001 (going away), their
+    handlers cancelled and their dependencies torn down; after ``shutdown_grace`` seconds
+    what is left is cancelled.
+
+    An App also works mounted inside Starlette, FastAPI or Litestar: it routes on the
+    path below the mount point (the scope's ``root_path``).
+
+    Args:
+        routes: The WebSocket routes.
+        fallback: The ASGI app for HTTP requests.
+        lifespan: ``lifespan(app)`` returns an async context manager entered at startup
+            and left at shutdown; a mapping it yields is added to the lifespan state.
+        shutdown_grace: Seconds to wait for handlers to finish at shutdown.
+        max_message_size: Largest incoming message (see :func:`serve_connection`).
+        send_timeout: Seconds a message may take to leave before the client is deemed
+            too slow (see :func:`serve_connection`).
+
+    Raises:
+        RouteConflictError: Two routes have the same path template.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[WebSocketRoute] = (),
+        *,
+        fallback: ASGIApp | None = None,
+        lifespan: Lifespan | None = None,
+        shutdown_grace: float = 5.0,
+        max_message_size: int | None = 1024 * 1024,
+        send_timeout: float | None = None,
+    ) -> None:
+        self.routes: list[WebSocketRoute] = []
+        self.fallback = fallback
+        self.lifespan = lifespan
+        self.shutdown_grace = shutdown_grace
+        self._options: dict[str, Any] = {
+            "max_message_size": max_message_size,
+            "inbound_capacity": 16,
+            "outbound_capacity": 16,
+            "send_timeout": send_timeout,
+            "drain_timeout": 5.0,
+        }
+        self._connections: set[Connection] = set()
+        self._all_closed: anyio.Event | None = None
+        self.include_routes(*routes)
+
+    def include_routes(self, *routes: WebSocketRoute) -> None:
+        """Add routes.
+
+        Raises:
+            RouteConflictError: A route's path template is already served.
+        """
+        for route in routes:
+            if not isinstance(route, WebSocketRoute):
+                raise TypeError(f"expected a WebSocketRoute, got {route!r}")
+            for existing in self.routes:
+                if existing.template.key == route.template.key:
+                    raise RouteConflictError(
+                        f"the routes {existing.path!r} and {route.path!r} match the same paths"
+                    )
+            self.routes.append(route)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif self.fallback is not None:
+            await self.fallback(scope, receive, send)
+        else:
+            await DenialResponse(b"Not Found", 404, media_type="text/plain")(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = _route_path(scope)
+        for route in self.routes:
+            params = route.template.match(path)
+            if params is not None:
+                break
+        else:
+            await _not_found(WebSocket(scope, receive, send), path)
+            return
+        scope = {**scope, "path_params": {**scope.get("path_params", {}), **params}}
+        connection = Connection(scope, receive, send, **self._options)
+        self._connections.add(connection)
+        try:
+            await connection.run(route.serve)
+        finally:
+            self._connections.discard(connection)
+            if not self._connections and self._all_closed is not None:
+                self._all_closed.set()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        stack = AsyncExitStack()
+        try:
+            state = await self._start(stack, scope)
+            if state:
+                scope.setdefault("state", {}).update(state)
+        except Exception as exc:
+            logger.exception("the application's startup failed")
+            await stack.aclose()
+            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        try:
+            await self.close_connections()
+            await stack.aclose()
+        except Exception as exc:
+            logger.exception("the application's shutdown failed")
+            await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _start(self, stack: AsyncExitStack, scope: Scope) -> Mapping[str, Any] | None:
+        if self.fallback is not None:
+            fallback_scope = {**scope, "state": scope.setdefault("state", {})}
+            await stack.enter_async_context(fallback_lifespan(self.fallback, fallback_scope, 30))
+        if self.lifespan is not None:
+            return await stack.enter_async_context(self.lifespan(self))
+        return None
+
+    async def close_connections(self) -> None:
+        """Close every open connection with 1001, wait for them (bounded), cancel the rest."""
+        if not self._connections:
+            return
+        logger.info("closing %d WebSocket connections", len(self._connections))
+        self._all_closed = anyio.Event()
+        for connection in list(self._connections):
+            connection.shut_down()
+        with anyio.move_on_after(self.shutdown_grace):
+            await self._all_closed.wait()
+        for connection in list(self._connections):
+            connection.cancel()
+
+    def connections(self) -> int:
+        """How many WebSocket connections are open."""
+        return len(self._connections)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point: Starlette keeps ``root_path`` in ``path``."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path if path.startswith("/") else "/" + path
+
+
+async def _not_found(websocket: WebSocket, path: str) -> None:
+    logger.info("no WebSocket route for %s", path)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            DenialResponse({"detail": f"no WebSocket route for {path}"}, 404)
+        )
+    else:
+        await websocket.close()
