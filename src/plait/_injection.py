@@ -89,6 +89,7 @@ def plan_callable(
     path_params: Sequence[str],
     dependencies: Mapping[str, Any] | None = None,
     *,
+    namespace: Mapping[str, Any] | None = None,
     _chain: tuple[Callable[..., Any], ...] = (),
 ) -> Plan:
     """Plan how to call ``func`` for a connection.
@@ -97,6 +98,9 @@ def plan_callable(
         func: The handler or dependency factory.
         path_params: The names the route's path template defines.
         dependencies: Litestar-style ``{"name": factory}`` for parameters by name.
+        namespace: Names visible where the handler was defined (the decorator's caller),
+            so that string annotations (``from __future__ import annotations``) naming
+            local factories and types resolve.
 
     Raises:
         InjectionError: A parameter cannot be injected, or dependencies form a cycle.
@@ -106,7 +110,9 @@ def plan_callable(
         raise InjectionError(f"dependency cycle: {cycle}")
     chain = (*_chain, func)
     try:
-        hints = typing.get_type_hints(func, include_extras=True)
+        hints = typing.get_type_hints(
+            func, localns=dict(namespace) if namespace else None, include_extras=True
+        )
     except Exception as exc:
         raise InjectionError(f"cannot read the annotations of {_name(func)}: {exc}") from exc
     plan = Plan(func, _kind_of(func))
@@ -116,7 +122,9 @@ def plan_callable(
         annotation = hints.get(parameter.name, Any)
         named = (dependencies or {}).get(parameter.name)
         plan.parameters.append(
-            _plan_parameter(parameter, annotation, named, path_params, dependencies, chain)
+            _plan_parameter(
+                parameter, annotation, named, path_params, dependencies, namespace, chain
+            )
         )
     return plan
 
@@ -127,6 +135,7 @@ def _plan_parameter(
     named: Any,
     path_params: Sequence[str],
     dependencies: Mapping[str, Any] | None,
+    namespace: Mapping[str, Any] | None,
     chain: tuple[Callable[..., Any], ...],
 ) -> Parameter:
     name, default = parameter.name, parameter.default
@@ -139,7 +148,9 @@ def _plan_parameter(
         markers = (*markers, named if isinstance(named, Dependency) else Dependency(named))
     for marker in markers:
         if isinstance(marker, Dependency):
-            sub = plan_callable(marker.factory, path_params, dependencies, _chain=chain)
+            sub = plan_callable(
+                marker.factory, path_params, dependencies, namespace=namespace, _chain=chain
+            )
             return Parameter(
                 name,
                 "dependency",

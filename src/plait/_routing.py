@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -168,12 +169,19 @@ class WebSocketRoute:
         Raises:
             InjectionError: The handler is not async, or a parameter cannot be injected.
         """
-        plan = plan_callable(handler, self.template.param_names, self.dependencies)
+        self._register(handler, sys._getframe(1).f_locals)
+        return handler
+
+    def _register(
+        self, handler: Callable[..., Awaitable[Any]], namespace: Mapping[str, Any]
+    ) -> None:
+        plan = plan_callable(
+            handler, self.template.param_names, self.dependencies, namespace=namespace
+        )
         if plan.kind != "coroutine":
             raise InjectionError(f"the WebSocket handler {handler!r} must be an async function")
         self.handler, self._plan = handler, plan
         self._request_parameters = plan.request_parameters()
-        return handler
 
     async def serve(self, websocket: WebSocket) -> None:
         """Run the handler for one connection: resolve its parameters, call it, tear down.
@@ -239,7 +247,7 @@ def websocket(
 
     def decorate(handler: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
         route = WebSocketRoute(path, dependencies=dependencies, teardown_timeout=teardown_timeout)
-        route.ws_handler(handler)
+        route._register(handler, sys._getframe(1).f_locals)
         return route
 
     return decorate
