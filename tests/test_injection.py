@@ -126,6 +126,20 @@ async def test_every_failing_parameter_is_named_in_one_400() -> None:
     ]
 
 
+async def test_list_parameters_missing_or_defaulted() -> None:
+    @plait.websocket("/l")
+    async def handler(ws: WebSocket, ids: list[int], tags: list[str] | None = None) -> None:
+        await ws.accept()
+        await ws.send_json([ids, tags])
+
+    app = App(routes=[handler])
+    assert await reply(app, "/l?ids=1&ids=2") == [[1, 2], None]
+    denied = await denial(app, "/l?tags=x")
+    assert plait._codec.decode_json(denied.body)["errors"] == [
+        {"source": "query", "name": "ids", "message": "missing"}
+    ]
+
+
 async def test_bad_input_is_not_logged_as_a_server_error(caplog: pytest.LogCaptureFixture) -> None:
     @plait.websocket("/q")
     async def handler(ws: WebSocket, limit: int) -> None:

@@ -11,6 +11,7 @@ factories into an exit stack whose teardowns run when the connection ends.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -167,8 +168,17 @@ def _plan_parameter(
     key = source.alias or (name.replace("_", "-") if source.kind == "header" else name)
     if source.kind == "path" and key not in path_params:
         raise InjectionError(f"{_name(chain[-1])}: the path has no parameter {key!r}")
-    many = typing.get_origin(base) in _MANY_ORIGINS
+    many = typing.get_origin(_without_none(base)) in _MANY_ORIGINS
     return Parameter(name, source.kind, key=key, annotation=base, default=default, many=many)
+
+
+def _without_none(annotation: Any) -> Any:
+    """``T`` for ``T | None`` (and ``Optional[T]``); the annotation itself otherwise."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        others = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(others) == 1:
+            return others[0]
+    return annotation
 
 
 def _kind_of(func: Callable[..., Any]) -> FactoryKind:
@@ -225,7 +235,9 @@ class Resolver:
             else:
                 raw = ws.cookies.get(key, _EMPTY)
             identity = (kind, key, parameter.annotation, parameter.many)
-            if raw is _EMPTY or (parameter.many and not raw and parameter.default is not _EMPTY):
+            if parameter.many and not raw:
+                raw = _EMPTY  # no values at all: missing, like any other parameter
+            if raw is _EMPTY:
                 if parameter.default is _EMPTY:
                     errors.append({"source": kind, "name": key, "message": "missing"})
                 else:

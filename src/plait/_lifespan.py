@@ -44,11 +44,12 @@ async def fallback_lifespan(
                 logger.debug("the fallback app does not run the lifespan: %r", exc)
 
     async def ask(message_type: str) -> Message | None:
-        await to_app.send({"type": message_type})
         with anyio.fail_after(answer_within):
             try:
+                # An app that raises at once can be gone before the message is delivered.
+                await to_app.send({"type": message_type})
                 return await from_app.receive()
-            except anyio.EndOfStream:
+            except (anyio.BrokenResourceError, anyio.EndOfStream):
                 return None  # the app returned: no lifespan support
 
     async with anyio.create_task_group() as task_group, to_app, from_app:
