@@ -333,3 +333,23 @@ async def test_a_route_without_a_handler_fails_loudly(caplog: pytest.LogCaptureF
     denied = await denial(App(routes=[WebSocketRoute("/empty")]), "/empty")
     assert denied.status_code == 500
     assert "no handler was registered" in caplog.text
+
+
+async def test_without_the_denial_extension_refusals_close_before_accept() -> None:
+    @plait.websocket("/q")
+    async def handler(ws: WebSocket, limit: int) -> None:
+        raise AssertionError("not reached")
+
+    inner = App(routes=[handler])
+
+    async def no_extension(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "extensions": {}}
+        await inner(scope, receive, send)
+
+    for path in ("/q", "/missing"):  # bad parameters, then an unknown path
+        async with AsyncTestClient(no_extension) as client:
+            with pytest.raises(WebSocketDenied) as info:
+                async with client.websocket_connect(path):
+                    pass
+        assert info.value.status_code == 403
