@@ -39,7 +39,8 @@ class App:
     what is left is cancelled.
 
     An App also works mounted inside Starlette, FastAPI or Litestar: it routes on the
-    path below the mount point (the scope's ``root_path``).
+    path below the mount point (the scope's ``root_path``). A path that matches no route
+    but ends in ``/`` is tried without it, since Litestar's mounts append one.
 
     Args:
         routes: The WebSocket routes.
@@ -110,13 +111,14 @@ class App:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = _route_path(scope)
-        for route in self.routes:
-            params = route.template.match(path)
-            if params is not None:
-                break
-        else:
+        found = self._match(path)
+        if found is None and len(path) > 1 and path.endswith("/"):
+            # Litestar's mounts pass the path below the mount point with a "/" appended.
+            found = self._match(path[:-1])
+        if found is None:
             await _not_found(WebSocket(scope, receive, send), path)
             return
+        route, params = found
         scope = {**scope, "path_params": {**scope.get("path_params", {}), **params}}
         connection = Connection(scope, receive, send, **self._options)
         self._connections.add(connection)
@@ -126,6 +128,13 @@ class App:
             self._connections.discard(connection)
             if not self._connections and self._all_closed is not None:
                 self._all_closed.set()
+
+    def _match(self, path: str) -> tuple[WebSocketRoute, dict[str, Any]] | None:
+        for route in self.routes:
+            params = route.template.match(path)
+            if params is not None:
+                return route, params
+        return None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
