@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
@@ -68,7 +69,13 @@ async def private(ws: WebSocket, token: Annotated[str, use(auth)]) -> None:
     await ws.send_text("welcome")
 
 
-APP = App(routes=[room, private])
+@plait.websocket("/conv/{i:int}/{f:float}/{u:uuid}/{s:str}/{rest:path}")
+async def converters(ws: WebSocket, i: int, f: float, u: uuid.UUID, s: str, rest: str) -> None:
+    await ws.accept()
+    await ws.send_json([i, f, str(u), s, rest])
+
+
+APP = App(routes=[room, private, converters])
 
 
 @pytest.fixture(scope="module", params=["asyncio", "trio"])
@@ -130,3 +137,9 @@ def test_unknown_path_is_a_404(server: HypercornServer) -> None:
         connect(server.url("/nowhere"), open_timeout=5)
     assert info.value.response.status_code == 404
     assert json.loads(info.value.response.body) == {"detail": "no WebSocket route for /nowhere"}
+
+
+def test_every_converter(server: HypercornServer) -> None:
+    uid = uuid.uuid4()
+    with connect(server.url(f"/conv/-4/2.5/{uid}/word/a/b/c.txt"), open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5)) == [-4, 2.5, str(uid), "word", "a/b/c.txt"]

@@ -1,0 +1,1 @@
+"""Runnable example apps: ``hypercorn -k trio examples.<name>:app``."""
