@@ -7,8 +7,10 @@ cancelled.
 """
 
 from ._app import App as App
+from ._connection import ConnectionOptions as ConnectionOptions
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._connection import Handler as Handler
+from ._connection import Heartbeat as Heartbeat
 from ._connection import serve_connection as serve_connection
 from ._datastructures import URL as URL
 from ._datastructures import Address as Address
@@ -40,12 +42,14 @@ __all__ = (
     "Address",
     "App",
     "AsyncResource",
+    "ConnectionOptions",
     "ConnectionStatistics",
     "Cookie",
     "DenialResponse",
     "Deny",
     "Handler",
     "Header",
+    "Heartbeat",
     "Ignore",
     "InjectionError",
     "MessageDecodeError",

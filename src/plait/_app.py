@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from ._connection import Connection
+from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
 from ._lifespan import fallback_lifespan
 from ._routing import RouteConflictError, WebSocketRoute
@@ -70,13 +70,9 @@ class App:
         self.fallback = fallback
         self.lifespan = lifespan
         self.shutdown_grace = shutdown_grace
-        self._options: dict[str, Any] = {
-            "max_message_size": max_message_size,
-            "inbound_capacity": 16,
-            "outbound_capacity": 16,
-            "send_timeout": send_timeout,
-            "drain_timeout": 5.0,
-        }
+        self.options = ConnectionOptions(
+            max_message_size=max_message_size, send_timeout=send_timeout
+        )
         self._connections: set[Connection] = set()
         self._all_closed: anyio.Event | None = None
         self.include_routes(*routes)
@@ -120,7 +116,7 @@ class App:
             return
         route, params = found
         scope = {**scope, "path_params": {**scope.get("path_params", {}), **params}}
-        connection = Connection(scope, receive, send, **self._options)
+        connection = Connection(scope, receive, send, route.connection_options(self.options))
         self._connections.add(connection)
         try:
             await connection.run(route.serve)

@@ -6,13 +6,21 @@ messages) and reused; msgspec's errors are converted to :class:`MessageDecodeErr
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any, Final
 
 import msgspec
 
 from ._exceptions import MessageDecodeError
 
-__all__ = ("ConversionError", "convert", "decode_json", "encode_json", "encode_json_text")
+__all__ = (
+    "ConversionError",
+    "MessageCodec",
+    "convert",
+    "decode_json",
+    "encode_json",
+    "encode_json_text",
+)
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder()
@@ -68,3 +76,70 @@ def convert(value: Any, annotation: Any) -> Any:
         raise ConversionError(str(exc)) from None
     except TypeError as exc:  # a type msgspec cannot convert to
         raise ConversionError(f"cannot convert to {annotation!r}: {exc}") from None
+
+
+class MessageCodec:
+    """Decodes messages to one type and encodes replies; built once per route.
+
+    ``str`` takes a text message (or UTF-8 binary), ``bytes`` a binary message (or the
+    text's UTF-8), no annotation the message as it came; anything else is JSON decoded
+    and validated by msgspec into the type (``dict``, ``list``, a ``Struct``, a tagged
+    union of Structs, a dataclass, a ``TypedDict``...). Replies: ``str`` as text, bytes
+    as binary, ``None`` as nothing, anything else as JSON in a ``mode`` message.
+
+    Args:
+        annotation: The type messages decode to (``Any`` for the raw message).
+        mode: ``"text"`` or ``"binary"``: the frames JSON replies go out in.
+    """
+
+    __slots__ = ("_annotation", "_decoder", "_mode")
+
+    def __init__(self, annotation: Any, mode: str = "text") -> None:
+        if mode not in ("text", "binary"):
+            raise ValueError(f"mode must be 'text' or 'binary', not {mode!r}")
+        self._annotation = annotation
+        self._mode = mode
+        self._decoder: msgspec.json.Decoder[Any] | None = None
+        if annotation not in (str, bytes, Any):
+            self._decoder = msgspec.json.Decoder(annotation)
+
+    def decode(self, message: MutableMapping[str, Any]) -> Any:
+        """Decode a ``websocket.receive`` message.
+
+        Raises:
+            MessageDecodeError: The message does not decode or validate; the message
+                names the failing field (``$.user.name``).
+        """
+        text, data = message.get("text"), message.get("bytes")
+        if self._decoder is not None:
+            try:
+                return self._decoder.decode(text if text is not None else data or b"")
+            except msgspec.ValidationError as exc:
+                raise MessageDecodeError(f"invalid message: {exc}") from None
+            except msgspec.DecodeError as exc:
+                raise MessageDecodeError(f"invalid JSON message: {exc}") from None
+        annotation = self._annotation
+        if annotation is str and text is None:
+            try:
+                return bytes(data or b"").decode()
+            except UnicodeDecodeError:
+                raise MessageDecodeError("invalid message: binary data is not UTF-8") from None
+        if annotation is bytes and data is None:
+            return str(text).encode()
+        return text if text is not None else data
+
+    def encode(self, value: Any) -> dict[str, Any] | None:
+        """The ``websocket.send`` message for a reply, or None to send nothing.
+
+        Raises:
+            TypeError: The value cannot be encoded as JSON.
+        """
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return {"type": "websocket.send", "text": value}
+        if isinstance(value, bytes | bytearray | memoryview):
+            return {"type": "websocket.send", "bytes": bytes(value)}
+        if self._mode == "text":
+            return {"type": "websocket.send", "text": encode_json_text(value)}
+        return {"type": "websocket.send", "bytes": encode_json(value)}

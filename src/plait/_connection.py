@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import anyio
@@ -29,7 +30,13 @@ from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._websocket import WebSocket, validate_close
 
-__all__ = ("ConnectionStatistics", "Handler", "serve_connection")
+__all__ = (
+    "ConnectionOptions",
+    "ConnectionStatistics",
+    "Handler",
+    "Heartbeat",
+    "serve_connection",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,46 @@ Handler = Callable[[WebSocket], Awaitable[Any]]
 _CONNECTED: Final = WebSocketState.CONNECTED
 _CONNECTING: Final = WebSocketState.CONNECTING
 _GOODBYE_TIMEOUT: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """An application-level heartbeat: detects a peer that vanished without a close.
+
+    hypercorn can send WebSocket pings but never checks the pongs, and ASGI gives the
+    application no ping of its own; so every ``interval`` seconds the engine sends the
+    text message ``ping``, and closes with 1001 when nothing at all arrived from the peer
+    in the ``timeout`` seconds after it. The client answers with the text message
+    ``pong``, which the engine consumes: handlers never see it.
+
+    Args:
+        interval: Seconds between pings.
+        timeout: Seconds the peer has to show it is alive after a ping.
+        ping: The text the engine sends.
+        pong: The text the client answers with.
+    """
+
+    interval: float
+    timeout: float
+    ping: str = "ping"
+    pong: str = "pong"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """How the engine runs a connection; see :func:`serve_connection` for each field."""
+
+    max_message_size: int | None = 1024 * 1024
+    inbound_capacity: int = 16
+    outbound_capacity: int = 16
+    send_timeout: float | None = None
+    drain_timeout: float = 5.0
+    idle_timeout: float | None = None
+    heartbeat: Heartbeat | None = None
+
+    def __post_init__(self) -> None:
+        if self.inbound_capacity < 1 or self.outbound_capacity < 1:
+            raise ValueError("inbound_capacity and outbound_capacity must be at least 1")
 
 
 class ConnectionStatistics(NamedTuple):
@@ -69,6 +116,8 @@ async def serve_connection(
     outbound_capacity: int = 16,
     send_timeout: float | None = None,
     drain_timeout: float = 5.0,
+    idle_timeout: float | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
     """Run ``handler(websocket)`` for one connection, as reader, writer and handler tasks.
 
@@ -99,44 +148,37 @@ async def serve_connection(
         send_timeout: Seconds one message may take to leave before the client is
             deemed too slow and the connection closes with 1008 (``None``: wait).
         drain_timeout: Seconds to deliver queued messages after the handler ends.
+        idle_timeout: Close with 1001 once nothing arrived from the peer for this many
+            seconds after the handshake (``None``: never).
+        heartbeat: Ping the peer at the application level and close with 1001 when it
+            stops answering; see :class:`Heartbeat`.
     """
-    if inbound_capacity < 1 or outbound_capacity < 1:
-        raise ValueError("inbound_capacity and outbound_capacity must be at least 1")
-    connection = Connection(
-        scope,
-        receive,
-        send,
+    options = ConnectionOptions(
         max_message_size=max_message_size,
         inbound_capacity=inbound_capacity,
         outbound_capacity=outbound_capacity,
         send_timeout=send_timeout,
         drain_timeout=drain_timeout,
+        idle_timeout=idle_timeout,
+        heartbeat=heartbeat,
     )
-    await connection.run(handler)
+    await Connection(scope, receive, send, options).run(handler)
 
 
 class Connection:
     """The engine's side of one connection; see :func:`serve_connection`."""
 
     def __init__(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        *,
-        max_message_size: int | None,
-        inbound_capacity: int,
-        outbound_capacity: int,
-        send_timeout: float | None,
-        drain_timeout: float,
+        self, scope: Scope, receive: Receive, send: Send, options: ConnectionOptions
     ) -> None:
         self._asgi_receive = receive
         self._asgi_send = send
-        self._inbound: Channel[Message] = Channel(inbound_capacity)
-        self.outbound: Channel[Message] = Channel(outbound_capacity)
-        self._max_message_size = max_message_size
-        self._send_timeout = send_timeout
-        self._drain_timeout = drain_timeout
+        self._options = options
+        self._inbound: Channel[Message] = Channel(options.inbound_capacity)
+        self.outbound: Channel[Message] = Channel(options.outbound_capacity)
+        self._max_message_size = options.max_message_size
+        self._send_timeout = options.send_timeout
+        self._drain_timeout = options.drain_timeout
         self._writer_done = anyio.Event()
         # Set once the connection is over from the engine's point of view; a receive
         # pending in the handler returns it instead of being cancelled.
@@ -314,6 +356,8 @@ class Connection:
 
     async def send_message(self, message: Message) -> None:
         """Queue a message already checked by the WebSocket's state machine."""
+        if message["type"] == "websocket.accept":
+            self._start_watchdogs()
         try:
             if message["type"] == "websocket.close":
                 self.outbound.force_nowait(message)  # a close never waits for room
@@ -353,18 +397,65 @@ class Connection:
         self._inbound.close()
         self.outbound.close()
 
+    # -- dead peers -----------------------------------------------------------------------
+
+    def _start_watchdogs(self) -> None:
+        options, task_group = self._options, self._task_group
+        if task_group is None:
+            return
+        if options.idle_timeout is not None:
+            task_group.start_soon(self._watch_idle, options.idle_timeout)
+        if options.heartbeat is not None:
+            task_group.start_soon(self._beat, options.heartbeat)
+
+    async def _watch_idle(self, limit: float) -> None:
+        """Close with 1001 once nothing arrived for ``limit`` seconds (checked 4x per limit)."""
+        seen, quiet_since = self._received, anyio.current_time()
+        while True:
+            await anyio.sleep(limit / 4)
+            now = anyio.current_time()
+            if self._received != seen:
+                seen, quiet_since = self._received, now
+            elif now - quiet_since >= limit:
+                logger.info("closing %s with 1001: idle for %s s", self._path(), limit)
+                self._abort(1001, "idle timeout")
+                return
+
+    async def _beat(self, heartbeat: Heartbeat) -> None:
+        """Ping every interval; close with 1001 when nothing arrives in the timeout after."""
+        ping: Message = {"type": "websocket.send", "text": heartbeat.ping}
+        while True:
+            await anyio.sleep(heartbeat.interval)
+            seen = self._received
+            try:
+                await self.outbound.send(ping)
+            except ClosedResourceError:
+                return
+            await anyio.sleep(heartbeat.timeout)
+            if self._received == seen:
+                logger.info("closing %s with 1001: no answer to the heartbeat", self._path())
+                self._abort(1001, "heartbeat timeout")
+                return
+
+    def _path(self) -> str:
+        path: str = self.websocket.scope.get("path", "")
+        return path
+
     # -- the tasks ------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         receive = self._asgi_receive
         inbound = self._inbound
         limit = self._max_message_size
+        pong = None if self._options.heartbeat is None else self._options.heartbeat.pong
         try:
             while True:
                 message = await receive()
                 message_type = message["type"]
                 if message_type == "websocket.receive":
                     self._received += 1
+                    if pong is not None and message.get("text") == pong:
+                        continue  # the heartbeat's answer: alive, and nothing to deliver
                     text = message.get("text")
                     if (
                         limit is not None

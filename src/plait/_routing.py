@@ -8,9 +8,10 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
+from ._connection import ConnectionOptions, Heartbeat
 from ._denial import DenialResponse
 from ._exceptions import PlaitError
 from ._injection import (
@@ -144,6 +145,8 @@ class WebSocketRoute:
             (``{"user": get_user}``), as Litestar spells it.
         teardown_timeout: Seconds the generator dependencies' teardowns may take once the
             connection ended (they run even when it ended by cancellation).
+        idle_timeout: Close with 1001 when nothing arrived for this long (seconds).
+        heartbeat: An application-level heartbeat; see :class:`Heartbeat`.
 
     Raises:
         RouteConflictError: The template is malformed.
@@ -155,8 +158,12 @@ class WebSocketRoute:
         *,
         dependencies: Mapping[str, Any] | None = None,
         teardown_timeout: float = 5.0,
+        idle_timeout: float | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.template = PathTemplate(path)
+        self.idle_timeout = idle_timeout
+        self.heartbeat = heartbeat
         self.path = self.template.template
         self.dependencies = dict(dependencies or {})
         self.teardown_timeout = teardown_timeout
@@ -208,6 +215,16 @@ class WebSocketRoute:
             await close_shielded(stack, exc, self.teardown_timeout)
             raise
         await close_shielded(stack, None, self.teardown_timeout)
+
+    def connection_options(self, base: ConnectionOptions) -> ConnectionOptions:
+        """The engine options for this route's connections: the App's, with the route's
+        ``idle_timeout`` and ``heartbeat`` where it sets them."""
+        changes: dict[str, Any] = {}
+        if self.idle_timeout is not None:
+            changes["idle_timeout"] = self.idle_timeout
+        if self.heartbeat is not None:
+            changes["heartbeat"] = self.heartbeat
+        return replace(base, **changes) if changes else base
 
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", None)
