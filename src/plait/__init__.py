@@ -7,6 +7,7 @@ cancelled.
 """
 
 from ._app import App as App
+from ._class_listener import Listener as Listener
 from ._connection import ConnectionOptions as ConnectionOptions
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._connection import Handler as Handler
@@ -23,6 +24,7 @@ from ._exceptions import WebSocketClosed as WebSocketClosed
 from ._exceptions import WebSocketDisconnect as WebSocketDisconnect
 from ._exceptions import WebSocketStateError as WebSocketStateError
 from ._injection import InjectionError as InjectionError
+from ._listeners import InvalidMessagePolicy as InvalidMessagePolicy
 from ._params import AsyncResource as AsyncResource
 from ._params import Cookie as Cookie
 from ._params import Deny as Deny
@@ -33,6 +35,8 @@ from ._params import Query as Query
 from ._params import use as use
 from ._routing import RouteConflictError as RouteConflictError
 from ._routing import WebSocketRoute as WebSocketRoute
+from ._routing import listener as listener
+from ._routing import stream as stream
 from ._routing import websocket as websocket
 from ._state import WebSocketState as WebSocketState
 from ._websocket import WebSocket as WebSocket
@@ -52,6 +56,8 @@ __all__ = (
     "Heartbeat",
     "Ignore",
     "InjectionError",
+    "InvalidMessagePolicy",
+    "Listener",
     "MessageDecodeError",
     "MessageTypeError",
     "Path",
@@ -65,7 +71,9 @@ __all__ = (
     "WebSocketRoute",
     "WebSocketState",
     "WebSocketStateError",
+    "listener",
     "serve_connection",
+    "stream",
     "use",
     "websocket",
 )

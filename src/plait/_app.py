@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from ._class_listener import Listener
 from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
 from ._lifespan import fallback_lifespan
@@ -43,7 +44,7 @@ class App:
     but ends in ``/`` is tried without it, since Litestar's mounts append one.
 
     Args:
-        routes: The WebSocket routes.
+        routes: The WebSocket routes, and class-based listeners (:class:`Listener`).
         fallback: The ASGI app for HTTP requests.
         lifespan: ``lifespan(app)`` returns an async context manager entered at startup
             and left at shutdown; a mapping it yields is added to the lifespan state.
@@ -58,7 +59,7 @@ class App:
 
     def __init__(
         self,
-        routes: Iterable[WebSocketRoute] = (),
+        routes: Iterable[WebSocketRoute | type[Listener]] = (),
         *,
         fallback: ASGIApp | None = None,
         lifespan: Lifespan | None = None,
@@ -77,15 +78,18 @@ class App:
         self._all_closed: anyio.Event | None = None
         self.include_routes(*routes)
 
-    def include_routes(self, *routes: WebSocketRoute) -> None:
+    def include_routes(self, *routes: WebSocketRoute | type[Listener]) -> None:
         """Add routes.
 
         Raises:
             RouteConflictError: A route's path template is already served.
         """
-        for route in routes:
+        for item in routes:
+            route = (
+                item.as_route() if isinstance(item, type) and issubclass(item, Listener) else item
+            )
             if not isinstance(route, WebSocketRoute):
-                raise TypeError(f"expected a WebSocketRoute, got {route!r}")
+                raise TypeError(f"expected a WebSocketRoute or a Listener class, got {route!r}")
             for existing in self.routes:
                 if existing.template.key == route.template.key:
                     raise RouteConflictError(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -91,6 +91,7 @@ def plan_callable(
     dependencies: Mapping[str, Any] | None = None,
     *,
     namespace: Mapping[str, Any] | None = None,
+    skip: Collection[str] = (),
     _chain: tuple[Callable[..., Any], ...] = (),
 ) -> Plan:
     """Plan how to call ``func`` for a connection.
@@ -102,6 +103,7 @@ def plan_callable(
         namespace: Names visible where the handler was defined (the decorator's caller),
             so that string annotations (``from __future__ import annotations``) naming
             local factories and types resolve.
+        skip: Parameters the caller passes itself (a listener's ``data``, ``self``).
 
     Raises:
         InjectionError: A parameter cannot be injected, or dependencies form a cycle.
@@ -118,6 +120,8 @@ def plan_callable(
         raise InjectionError(f"cannot read the annotations of {_name(func)}: {exc}") from exc
     plan = Plan(func, _kind_of(func))
     for parameter in inspect.signature(func).parameters.values():
+        if parameter.name in skip:
+            continue
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise InjectionError(f"{_name(func)}: *{parameter.name} cannot be injected")
         annotation = hints.get(parameter.name, Any)
@@ -160,7 +164,9 @@ def _plan_parameter(
                 reuse=marker.reuse,
                 default=default,
             )
-    if isinstance(base, type) and issubclass(base, WebSocket):
+    if (isinstance(base, type) and issubclass(base, WebSocket)) or (
+        base is Any and name in ("socket", "websocket")  # Litestar injects these by name
+    ):
         return Parameter(name, "websocket")
     source = next((m for m in markers if isinstance(m, Source)), None)
     if source is None:
@@ -256,7 +262,7 @@ class Resolver:
         Generator factories are entered into the exit stack and their yielded value is
         returned. Call :meth:`read_handshake` with ``plan.request_parameters()`` first.
         """
-        kwargs = {p.name: await self._value(p) for p in plan.parameters}
+        kwargs = await self.arguments(plan)
         func = plan.func
         if plan.kind == "coroutine":
             return await func(**kwargs)
@@ -265,6 +271,10 @@ class Resolver:
         if plan.kind == "generator":
             return self._stack.enter_context(contextmanager(func)(**kwargs))
         return func(**kwargs)
+
+    async def arguments(self, plan: Plan) -> dict[str, Any]:
+        """Resolve a plan's arguments (its dependencies made or reused)."""
+        return {p.name: await self._value(p) for p in plan.parameters}
 
     async def _value(self, parameter: Parameter) -> Any:
         if parameter.kind == "websocket":

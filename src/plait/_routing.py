@@ -6,10 +6,13 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from functools import partial
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+import anyio
 
 from ._connection import ConnectionOptions, Heartbeat
 from ._denial import DenialResponse
@@ -17,20 +20,48 @@ from ._exceptions import PlaitError
 from ._injection import (
     InjectionError,
     InvalidParameters,
+    Parameter,
     Plan,
     Resolver,
     close_shielded,
     plan_callable,
 )
+from ._listeners import (
+    InvalidMessagePolicy,
+    ListenerSpec,
+    StreamSpec,
+    negotiate_subprotocol,
+    serve_composed,
+)
 from ._params import Deny
 from ._state import WebSocketState
 from ._websocket import WebSocket, validate_close
 
-__all__ = ("CONVERTERS", "PathTemplate", "RouteConflictError", "WebSocketRoute", "websocket")
+__all__ = (
+    "CONVERTERS",
+    "PathTemplate",
+    "RouteConflictError",
+    "WebSocketRoute",
+    "listener",
+    "stream",
+    "websocket",
+)
 
 logger = logging.getLogger(__name__)
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
+
+
+class ListenerHooks(Protocol):
+    """What a class-based listener offers the route (see :class:`plait.Listener`)."""
+
+    async def on_accept(self, socket: WebSocket) -> None: ...
+
+    async def on_disconnect(self, socket: WebSocket) -> None: ...
+
+
+ListenerT = TypeVar("ListenerT", bound=Callable[..., Awaitable[Any]])
+StreamT = TypeVar("StreamT", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -125,16 +156,18 @@ class PathTemplate:
 
 
 class WebSocketRoute:
-    """A WebSocket endpoint: a path template and the handler that serves it.
+    """A WebSocket endpoint: a path template and what serves it.
 
-    ::
+    Either a low-level handler (:meth:`ws_handler`), or at most one listener
+    (:meth:`listener`) and any number of streams (:meth:`stream`), which then all run at
+    once on each connection::
 
         route = WebSocketRoute("/rooms/{room}")
 
         @route.ws_handler
         async def room(ws: WebSocket, room: str, max_users: int = 10) -> None: ...
 
-    The handler's parameters are planned when it is registered (not per connection):
+    Every handler's parameters are planned when it is registered (not per connection):
     a ``WebSocket`` parameter gets the connection, a parameter named like a path
     parameter gets it, others are query parameters, and ``Annotated[T, Header(...)]``,
     ``Query(...)``, ``Cookie(...)`` and ``use(factory)`` say otherwise explicitly.
@@ -147,6 +180,14 @@ class WebSocketRoute:
             connection ended (they run even when it ended by cancellation).
         idle_timeout: Close with 1001 when nothing arrived for this long (seconds).
         heartbeat: An application-level heartbeat; see :class:`Heartbeat`.
+        connection_accept_handler: For listeners and streams: an async function that
+            accepts the connection its own way (headers, a subprotocol) or refuses it;
+            its parameters are injected like a handler's.
+        subprotocols: For listeners and streams accepted by default: the subprotocols
+            this route speaks; the first one the client offers is chosen.
+        tag_streams: Send each stream item as ``{"stream": name, "data": item}``.
+        on_receive: For a route with streams and no listener: ``"discard"`` incoming
+            messages, or ``"close"`` the connection (1003) when one arrives.
 
     Raises:
         RouteConflictError: The template is malformed.
@@ -160,21 +201,40 @@ class WebSocketRoute:
         teardown_timeout: float = 5.0,
         idle_timeout: float | None = None,
         heartbeat: Heartbeat | None = None,
+        connection_accept_handler: Callable[..., Awaitable[Any]] | None = None,
+        subprotocols: Sequence[str] = (),
+        tag_streams: bool = False,
+        on_receive: Literal["discard", "close"] = "discard",
     ) -> None:
         self.template = PathTemplate(path)
-        self.idle_timeout = idle_timeout
-        self.heartbeat = heartbeat
         self.path = self.template.template
         self.dependencies = dict(dependencies or {})
         self.teardown_timeout = teardown_timeout
+        self.idle_timeout = idle_timeout
+        self.heartbeat = heartbeat
+        self.subprotocols = tuple(subprotocols)
+        self.tag_streams = tag_streams
+        self.on_receive = on_receive
         self.handler: Callable[..., Awaitable[Any]] | None = None
         self._plan: Plan | None = None
+        self._listener: ListenerSpec | None = None
+        self._streams: list[StreamSpec] = []
+        self._accept_plan: Plan | None = None
+        self._accept_handler = connection_accept_handler
+        self._listener_class: type[ListenerHooks] | None = None
+        self._request_parameters: list[Parameter] = []
+        if connection_accept_handler is not None:
+            self._accept_plan = self._plan_for(connection_accept_handler, sys._getframe(1).f_locals)
+            self._refresh()
+
+    # -- registering ------------------------------------------------------------------
 
     def ws_handler(self, handler: HandlerT) -> HandlerT:
-        """Register the route's handler (a decorator); returns it unchanged.
+        """Register the route's low-level handler (a decorator); returns it unchanged.
 
         Raises:
             InjectionError: The handler is not async, or a parameter cannot be injected.
+            RouteConflictError: The route already has a handler, listener or stream.
         """
         self._register(handler, sys._getframe(1).f_locals)
         return handler
@@ -182,39 +242,195 @@ class WebSocketRoute:
     def _register(
         self, handler: Callable[..., Awaitable[Any]], namespace: Mapping[str, Any]
     ) -> None:
-        plan = plan_callable(
-            handler, self.template.param_names, self.dependencies, namespace=namespace
-        )
+        if self.handler is not None or self._listener is not None or self._streams:
+            raise RouteConflictError(f"the route {self.path!r} already has a handler")
+        plan = self._plan_for(handler, namespace)
         if plan.kind != "coroutine":
             raise InjectionError(f"the WebSocket handler {handler!r} must be an async function")
         self.handler, self._plan = handler, plan
-        self._request_parameters = plan.request_parameters()
+        self._refresh()
+
+    def listener(
+        self,
+        func: ListenerT | None = None,
+        *,
+        mode: Literal["text", "binary"] = "text",
+        on_invalid: InvalidMessagePolicy = "close",
+        concurrency: int = 1,
+    ) -> Any:
+        """Register the route's listener: called once per message, its result sent back.
+
+        Use as ``@route.listener`` or ``@route.listener(mode="binary", ...)``. Its
+        ``data`` parameter receives each message decoded to its annotation (``str``,
+        ``bytes``, ``dict``, a msgspec ``Struct`` or tagged union of them, a dataclass, a
+        ``TypedDict``); other parameters are injected. A returned ``str`` goes out as
+        text, ``bytes`` as binary, ``None`` as nothing, anything else as JSON.
+
+        Args:
+            func: The async function (when used without arguments).
+            mode: The frames JSON replies go out in.
+            on_invalid: What to do with a message that does not decode.
+            concurrency: Messages handled at once; above 1, replies may come out of order.
+
+        Raises:
+            RouteConflictError: The route has a low-level handler or a listener already.
+        """
+        namespace = sys._getframe(1).f_locals
+
+        def register(listener_func: ListenerT) -> ListenerT:
+            self._add_listener(listener_func, namespace, mode, on_invalid, concurrency)
+            return listener_func
+
+        return register if func is None else register(func)
+
+    def _add_listener(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        namespace: Mapping[str, Any],
+        mode: str,
+        on_invalid: InvalidMessagePolicy,
+        concurrency: int,
+        listener_class: type[ListenerHooks] | None = None,
+    ) -> None:
+        if self.handler is not None or self._listener is not None:
+            raise RouteConflictError(f"the route {self.path!r} already has a handler or a listener")
+        self._listener = ListenerSpec.build(
+            func,
+            self.template.param_names,
+            self.dependencies,
+            namespace,
+            mode=mode,
+            on_invalid=on_invalid,
+            concurrency=concurrency,
+            skip=("self",) if listener_class is not None else (),
+        )
+        self._listener_class = listener_class
+        self._refresh()
+
+    def stream(
+        self,
+        func: StreamT | None = None,
+        *,
+        name: str | None = None,
+        mode: Literal["text", "binary"] = "text",
+    ) -> Any:
+        """Register a stream: an async generator whose items are pushed to the client.
+
+        Use as ``@route.stream`` or ``@route.stream(name=..., mode=...)``; a route may
+        have several, all running at once with its listener.
+
+        Args:
+            func: The async generator function (when used without arguments).
+            name: The stream's name in tagged items; the function's name by default.
+            mode: The frames JSON items go out in.
+
+        Raises:
+            RouteConflictError: The route has a low-level handler.
+        """
+        namespace = sys._getframe(1).f_locals
+
+        def register(stream_func: StreamT) -> StreamT:
+            self._add_stream(stream_func, namespace, name, mode)
+            return stream_func
+
+        return register if func is None else register(func)
+
+    def _add_stream(
+        self,
+        func: Callable[..., Any],
+        namespace: Mapping[str, Any],
+        name: str | None,
+        mode: str,
+    ) -> None:
+        if self.handler is not None:
+            raise RouteConflictError(f"the route {self.path!r} has a low-level handler")
+        spec = StreamSpec.build(
+            func, self.template.param_names, self.dependencies, namespace, name=name, mode=mode
+        )
+        if any(existing.name == spec.name for existing in self._streams):
+            raise RouteConflictError(f"the route {self.path!r} already has a stream {spec.name!r}")
+        self._streams.append(spec)
+        self._refresh()
+
+    def _plan_for(self, func: Callable[..., Any], namespace: Mapping[str, Any]) -> Plan:
+        return plan_callable(
+            func, self.template.param_names, self.dependencies, namespace=namespace
+        )
+
+    def _refresh(self) -> None:
+        plans = [self._plan, self._accept_plan, *(s.plan for s in self._streams)]
+        if self._listener is not None:
+            plans.append(self._listener.plan)
+        merged: dict[int, Parameter] = {}
+        for plan in plans:
+            if plan is not None:
+                for parameter in plan.request_parameters():
+                    merged.setdefault(id(parameter), parameter)
+        self._request_parameters = list(merged.values())
+
+    # -- serving ----------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
-        """Run the handler for one connection: resolve its parameters, call it, tear down.
+        """Serve one connection: resolve parameters, run the handler(s), tear down.
 
         Bad handshake parameters and :class:`Deny` refuse the connection; dependency
         teardowns run however the connection ends.
         """
-        plan = self._plan
-        if plan is None:
+        if self._plan is None and self._listener is None and not self._streams:
             raise PlaitError(f"no handler was registered for the route {self.path!r}")
         stack = AsyncExitStack()
         resolver = Resolver(websocket, stack)
         try:
             try:
                 resolver.read_handshake(self._request_parameters)
-                await resolver.call(plan)
+                await self._run(websocket, resolver)
             except InvalidParameters as exc:
-                await _refuse(
-                    websocket, 400, {"detail": "invalid parameters", "errors": exc.errors}
-                )
+                body = {"detail": "invalid parameters", "errors": exc.errors}
+                await _refuse(websocket, 400, body)
             except Deny as exc:
                 await _refuse(websocket, exc.status_code, {"detail": exc.detail}, exc.headers)
         except BaseException as exc:
             await close_shielded(stack, exc, self.teardown_timeout)
             raise
         await close_shielded(stack, None, self.teardown_timeout)
+
+    async def _run(self, websocket: WebSocket, resolver: Resolver) -> None:
+        if self._plan is not None:
+            await resolver.call(self._plan)
+            return
+        # A class-based listener gets one instance per connection.
+        instance = self._listener_class() if self._listener_class is not None else None
+        listen_call = None
+        if self._listener is not None:
+            kwargs = await resolver.arguments(self._listener.plan)
+            bound = () if instance is None else (instance,)
+            listen_call = partial(self._listener.plan.func, *bound, **kwargs)
+        try:
+            await serve_composed(
+                websocket,
+                resolver,
+                accept=partial(self._accept, websocket, resolver, instance),
+                listener=self._listener,
+                listen_call=listen_call,
+                streams=self._streams,
+                tag_streams=self.tag_streams,
+                on_receive=self.on_receive,
+            )
+        finally:
+            if instance is not None and websocket.client_state is not WebSocketState.CONNECTING:
+                with anyio.move_on_after(self.teardown_timeout, shield=True):
+                    await instance.on_disconnect(websocket)
+
+    async def _accept(
+        self, websocket: WebSocket, resolver: Resolver, instance: ListenerHooks | None
+    ) -> None:
+        if self._accept_plan is not None:
+            await resolver.call(self._accept_plan)
+        else:
+            subprotocol = negotiate_subprotocol(websocket.subprotocols, self.subprotocols)
+            await websocket.accept(subprotocol=subprotocol)
+        if instance is not None and websocket.application_state is WebSocketState.CONNECTED:
+            await instance.on_accept(websocket)
 
     def connection_options(self, base: ConnectionOptions) -> ConnectionOptions:
         """The engine options for this route's connections: the App's, with the route's
@@ -265,6 +481,51 @@ def websocket(
     def decorate(handler: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
         route = WebSocketRoute(path, dependencies=dependencies, teardown_timeout=teardown_timeout)
         route._register(handler, sys._getframe(1).f_locals)
+        return route
+
+    return decorate
+
+
+def listener(
+    path: str,
+    *,
+    mode: Literal["text", "binary"] = "text",
+    on_invalid: InvalidMessagePolicy = "close",
+    concurrency: int = 1,
+    **route_options: Any,
+) -> Callable[[Callable[..., Awaitable[Any]]], WebSocketRoute]:
+    """Make a listener route in one line: ``@plait.listener("/echo")``.
+
+    ``route_options`` are :class:`WebSocketRoute`'s (``dependencies``,
+    ``connection_accept_handler``, ``subprotocols``, ``idle_timeout``, ``heartbeat``...);
+    the others are :meth:`WebSocketRoute.listener`'s. The decorated name becomes the
+    route.
+    """
+
+    def decorate(func: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
+        route = WebSocketRoute(path, **route_options)
+        route._add_listener(func, sys._getframe(1).f_locals, mode, on_invalid, concurrency)
+        return route
+
+    return decorate
+
+
+def stream(
+    path: str,
+    *,
+    name: str | None = None,
+    mode: Literal["text", "binary"] = "text",
+    **route_options: Any,
+) -> Callable[[Callable[..., Any]], WebSocketRoute]:
+    """Make a stream route in one line: ``@plait.stream("/time")``.
+
+    ``route_options`` are :class:`WebSocketRoute`'s; the others are
+    :meth:`WebSocketRoute.stream`'s. The decorated name becomes the route.
+    """
+
+    def decorate(func: Callable[..., Any]) -> WebSocketRoute:
+        route = WebSocketRoute(path, **route_options)
+        route._add_stream(func, sys._getframe(1).f_locals, name, mode)
         return route
 
     return decorate

@@ -1,0 +1,241 @@
+"""Listeners and streams: the high-level handlers, composed on one socket.
+
+A route may have at most one listener (called once per incoming message, its return
+value sent back) and any number of streams (async generators whose items are pushed to
+the client). They all run at once in one task group inside the connection's: when the
+client leaves, all are cancelled; when one fails, the others are cancelled and the
+connection closes with 1011.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import anyio
+
+from ._codec import MessageCodec, encode_json_text
+from ._exceptions import MessageDecodeError, WebSocketDisconnect
+from ._injection import InjectionError, Plan, Resolver, plan_callable
+from ._state import WebSocketState
+from ._websocket import WebSocket
+
+__all__ = (
+    "InvalidMessagePolicy",
+    "ListenerSpec",
+    "StreamSpec",
+    "negotiate_subprotocol",
+    "serve_composed",
+)
+
+logger = logging.getLogger(__name__)
+
+InvalidMessagePolicy: TypeAlias = (
+    Literal["close", "reply"] | Callable[[WebSocket, MessageDecodeError], Awaitable[None]]
+)
+"""What a listener does with a message that does not decode: ``"close"`` with 1007 and a
+reason naming the field, ``"reply"`` with an error message and go on, or call a hook."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """A listener, planned: its function, the codec for ``data`` and its policies."""
+
+    plan: Plan
+    data: str
+    codec: MessageCodec
+    on_invalid: InvalidMessagePolicy
+    concurrency: int
+
+    @classmethod
+    def build(
+        cls,
+        func: Callable[..., Any],
+        path_params: Sequence[str],
+        dependencies: Mapping[str, Any],
+        namespace: Mapping[str, Any],
+        *,
+        mode: str,
+        on_invalid: InvalidMessagePolicy,
+        concurrency: int,
+        skip: tuple[str, ...] = (),
+    ) -> ListenerSpec:
+        """Plan a listener function whose ``data`` parameter receives each message.
+
+        Raises:
+            InjectionError: It is not async, has no ``data`` parameter, or a parameter
+                cannot be injected.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if on_invalid not in ("close", "reply") and not callable(on_invalid):
+            raise ValueError("on_invalid must be 'close', 'reply' or an async callable")
+        if "data" not in inspect.signature(func).parameters:
+            raise InjectionError(f"the listener {func.__qualname__} needs a 'data' parameter")
+        hints = typing.get_type_hints(func, localns=dict(namespace), include_extras=True)
+        codec = MessageCodec(hints.get("data", Any), mode)
+        plan = plan_callable(
+            func, path_params, dependencies, namespace=namespace, skip=("data", *skip)
+        )
+        if plan.kind != "coroutine":
+            raise InjectionError(f"the listener {func.__qualname__} must be an async function")
+        return cls(plan, "data", codec, on_invalid, concurrency)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A stream, planned: an async generator function and how its items are sent."""
+
+    name: str
+    plan: Plan
+    codec: MessageCodec
+
+    @classmethod
+    def build(
+        cls,
+        func: Callable[..., Any],
+        path_params: Sequence[str],
+        dependencies: Mapping[str, Any],
+        namespace: Mapping[str, Any],
+        *,
+        name: str | None,
+        mode: str,
+    ) -> StreamSpec:
+        """Plan a stream.
+
+        Raises:
+            InjectionError: It is not an async generator function, or a parameter cannot
+                be injected.
+        """
+        if not inspect.isasyncgenfunction(func):
+            raise InjectionError(
+                f"the stream {func.__qualname__} must be an async generator function"
+            )
+        plan = plan_callable(func, path_params, dependencies, namespace=namespace)
+        plan.kind = "function"  # called for its generator, not entered as a dependency
+        return cls(name or func.__name__, plan, MessageCodec(Any, mode))
+
+
+def negotiate_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+    """The first subprotocol the client offered that the route supports, or None."""
+    return next((choice for choice in offered if choice in supported), None)
+
+
+async def serve_composed(
+    websocket: WebSocket,
+    resolver: Resolver,
+    *,
+    accept: Callable[[], Awaitable[None]],
+    listener: ListenerSpec | None,
+    listen_call: Callable[[Any], Awaitable[Any]] | None,
+    streams: Sequence[StreamSpec],
+    tag_streams: bool,
+    on_receive: Literal["discard", "close"],
+) -> None:
+    """Accept, then run the listener and every stream at once until the client leaves.
+
+    Without a listener the connection ends (with 1000) once every stream has finished;
+    incoming messages are discarded meanwhile, or close the connection with 1003 when
+    ``on_receive="close"``.
+    """
+    await accept()
+    if websocket.application_state is not WebSocketState.CONNECTED:
+        return  # the accept handler refused the connection
+    async with anyio.create_task_group() as task_group:
+        if listener is not None and listen_call is not None:
+            task_group.start_soon(_listen, websocket, listener, listen_call)
+        else:
+            task_group.start_soon(_refuse_incoming, websocket, on_receive, task_group.cancel_scope)
+        async with anyio.create_task_group() as stream_group:
+            for spec in streams:
+                generator = await resolver.call(spec.plan)
+                stream_group.start_soon(_run_stream, websocket, spec, generator, tag_streams)
+        if listener is None:
+            task_group.cancel_scope.cancel()  # every stream is done: the connection ends
+
+
+async def _run_stream(
+    websocket: WebSocket,
+    spec: StreamSpec,
+    generator: AsyncGenerator[Any, None],
+    tag: bool,
+) -> None:
+    async with aclosing(generator):
+        async for item in generator:
+            message: dict[str, Any] | None
+            if tag:
+                text = encode_json_text({"stream": spec.name, "data": item})
+                message = {"type": "websocket.send", "text": text}
+            else:
+                message = spec.codec.encode(item)
+            if message is not None:
+                await websocket._send_data(message)
+
+
+async def _listen(
+    websocket: WebSocket, spec: ListenerSpec, call: Callable[[Any], Awaitable[Any]]
+) -> None:
+    codec = spec.codec
+
+    async def handle(data: Any) -> None:
+        reply = codec.encode(await call(data))
+        if reply is not None:
+            await websocket._send_data(reply)
+
+    async with anyio.create_task_group() as task_group:
+        limiter = anyio.CapacityLimiter(spec.concurrency) if spec.concurrency > 1 else None
+        while True:
+            try:
+                message = await websocket._receive_data()
+            except WebSocketDisconnect:
+                break
+            try:
+                data = codec.decode(message)
+            except MessageDecodeError as exc:
+                await _invalid(websocket, spec.on_invalid, exc)
+                continue
+            if limiter is None:
+                await handle(data)
+            else:
+                await limiter.acquire()  # at most N at once: the reader waits meanwhile
+                task_group.start_soon(_release_after, limiter, handle, data)
+
+
+async def _release_after(
+    limiter: anyio.CapacityLimiter, handle: Callable[[Any], Awaitable[None]], data: Any
+) -> None:
+    try:
+        await handle(data)
+    finally:
+        limiter.release()
+
+
+async def _invalid(
+    websocket: WebSocket, policy: InvalidMessagePolicy, error: MessageDecodeError
+) -> None:
+    if policy == "close":
+        raise error  # the engine closes with 1007 and the reason, as the client's error
+    logger.info("invalid message on %s: %s", websocket.url.path, error)
+    if policy == "reply":
+        await websocket.send_json({"error": "invalid message", "detail": str(error)})
+    elif callable(policy):
+        await policy(websocket, error)
+
+
+async def _refuse_incoming(
+    websocket: WebSocket, policy: Literal["discard", "close"], scope: anyio.CancelScope
+) -> None:
+    while True:
+        try:
+            await websocket._receive_data()
+        except WebSocketDisconnect:
+            return
+        if policy == "close":
+            await websocket.close(1003, "this endpoint does not accept messages")
+            scope.cancel()
+            return
