@@ -188,7 +188,9 @@ async def _listen(
             await websocket._send_data(reply)
 
     async with anyio.create_task_group() as task_group:
-        limiter = anyio.CapacityLimiter(spec.concurrency) if spec.concurrency > 1 else None
+        # A semaphore, not a CapacityLimiter: the receiving task takes every slot and the
+        # handling tasks give them back (a limiter's tokens belong to their borrower).
+        limiter = anyio.Semaphore(spec.concurrency) if spec.concurrency > 1 else None
         while True:
             try:
                 message = await websocket._receive_data()
@@ -207,7 +209,7 @@ async def _listen(
 
 
 async def _release_after(
-    limiter: anyio.CapacityLimiter, handle: Callable[[Any], Awaitable[None]], data: Any
+    limiter: anyio.Semaphore, handle: Callable[[Any], Awaitable[None]], data: Any
 ) -> None:
     try:
         await handle(data)
