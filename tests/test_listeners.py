@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import anyio
 import anyio.lowlevel
@@ -494,3 +494,17 @@ def test_registration_errors() -> None:
 
     with pytest.raises(TypeError, match="needs a 'path'"):
         NoPath.as_route()
+
+
+def test_accept_handler_annotations_resolve_where_the_decorator_is_used() -> None:
+    def token() -> str:
+        return "t"
+
+    async def accept(socket: WebSocket, tok: Annotated[str, plait.use(token)]) -> None:
+        await socket.accept(subprotocol=None)
+
+    async def echo(data: str) -> str:
+        return data
+
+    route = plait.listener("/y", connection_accept_handler=accept)(echo)
+    assert route.path == "/y"  # planning the accept handler found the local 'token'

@@ -424,13 +424,15 @@ class Connection:
     async def _beat(self, heartbeat: Heartbeat) -> None:
         """Ping every interval; close with 1001 when nothing arrives in the timeout after."""
         ping: Message = {"type": "websocket.send", "text": heartbeat.ping}
+        next_ping = anyio.current_time() + heartbeat.interval
         while True:
-            await anyio.sleep(heartbeat.interval)
+            await anyio.sleep(max(0.0, next_ping - anyio.current_time()))
             seen = self._received
             try:
                 await self.outbound.send(ping)
             except ClosedResourceError:
                 return
+            next_ping = anyio.current_time() + heartbeat.interval  # a cadence from the ping
             await anyio.sleep(heartbeat.timeout)
             if self._received == seen:
                 logger.info("closing %s with 1001: no answer to the heartbeat", self._path())

@@ -223,9 +223,9 @@ class WebSocketRoute:
         self._accept_handler = connection_accept_handler
         self._listener_class: type[ListenerHooks] | None = None
         self._request_parameters: list[Parameter] = []
-        if connection_accept_handler is not None:
-            self._accept_plan = self._plan_for(connection_accept_handler, sys._getframe(1).f_locals)
-            self._refresh()
+        # Where the route was built; the accept handler is planned when a listener or a
+        # stream is added, with the names visible there too (decorators build routes).
+        self._namespace: Mapping[str, Any] = sys._getframe(1).f_locals
 
     # -- registering ------------------------------------------------------------------
 
@@ -248,7 +248,7 @@ class WebSocketRoute:
         if plan.kind != "coroutine":
             raise InjectionError(f"the WebSocket handler {handler!r} must be an async function")
         self.handler, self._plan = handler, plan
-        self._refresh()
+        self._refresh(namespace)
 
     def listener(
         self,
@@ -305,7 +305,7 @@ class WebSocketRoute:
             skip=("self",) if listener_class is not None else (),
         )
         self._listener_class = listener_class
-        self._refresh()
+        self._refresh(namespace)
 
     def stream(
         self,
@@ -350,14 +350,18 @@ class WebSocketRoute:
         if any(existing.name == spec.name for existing in self._streams):
             raise RouteConflictError(f"the route {self.path!r} already has a stream {spec.name!r}")
         self._streams.append(spec)
-        self._refresh()
+        self._refresh(namespace)
 
     def _plan_for(self, func: Callable[..., Any], namespace: Mapping[str, Any]) -> Plan:
         return plan_callable(
             func, self.template.param_names, self.dependencies, namespace=namespace
         )
 
-    def _refresh(self) -> None:
+    def _refresh(self, namespace: Mapping[str, Any]) -> None:
+        if self._accept_handler is not None and self._accept_plan is None:
+            self._accept_plan = self._plan_for(
+                self._accept_handler, {**self._namespace, **namespace}
+            )
         plans = [self._plan, self._accept_plan, *(s.plan for s in self._streams)]
         if self._listener is not None:
             plans.append(self._listener.plan)
