@@ -27,3 +27,21 @@ async def test_rooms_example() -> None:
             async with client.websocket_connect("/rooms/lobby?name=ada"):
                 pass
         assert info.value.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/dashboard", "/by-hand"])
+async def test_dashboard_example(path: str) -> None:
+    from examples.dashboard import app as dashboard_app
+
+    async with AsyncTestClient(dashboard_app) as client, client.websocket_connect(path) as ws:
+        await ws.send_json({"every": 0.05})
+        seen: dict[str, list[object]] = {}
+        while len(seen.get("ticker", [])) < 5 or "clock" not in seen or "reply" not in seen:
+            item = await ws.receive_json()
+            if "every" in item:
+                seen.setdefault("reply", []).append(item["every"])
+            else:
+                seen.setdefault(item["stream"], []).append(item["data"])
+    assert seen["reply"] == [0.05]
+    ticks = seen["ticker"]
+    assert ticks == list(range(len(ticks)))

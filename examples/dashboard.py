@@ -1,0 +1,91 @@
+"""Several streams and a listener on one socket: ``hypercorn -k trio examples.dashboard:app``.
+
+``/dashboard`` is declarative: two streams and a listener on one route, each item tagged
+with its stream's name. ``/by-hand`` does the same with a low-level handler and an
+anyio task group, to show what the route does for you: everything runs in the
+connection's task group, so when the client leaves, every part is cancelled.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncGenerator
+from typing import Annotated
+
+import anyio
+import msgspec
+
+import plait
+from plait import WebSocket
+
+
+class Command(msgspec.Struct):
+    """What the client may send: change the ticker's speed."""
+
+    every: float
+
+
+class Settings:
+    """Per-connection settings shared by the listener and the streams."""
+
+    def __init__(self) -> None:
+        self.every = 0.5
+
+
+def settings() -> Settings:
+    """One Settings per connection (a reused dependency)."""
+    return Settings()
+
+
+dashboard = plait.WebSocketRoute("/dashboard", tag_streams=True)
+
+
+@dashboard.stream
+async def ticker(s: Annotated[Settings, plait.use(settings)]) -> AsyncGenerator[int, None]:
+    """A counter at the speed the client chose."""
+    for n in itertools.count():
+        yield n
+        await anyio.sleep(s.every)
+
+
+@dashboard.stream(name="clock")
+async def clock() -> AsyncGenerator[float, None]:
+    """The server's clock, once a second."""
+    while True:
+        yield round(anyio.current_time(), 3)
+        await anyio.sleep(1)
+
+
+@dashboard.listener
+async def control(data: Command, s: Annotated[Settings, plait.use(settings)]) -> dict[str, float]:
+    """Change the ticker's speed; answer with the new setting."""
+    s.every = max(0.05, data.every)
+    return {"every": s.every}
+
+
+@plait.websocket("/by-hand")
+async def by_hand(ws: WebSocket) -> None:
+    """The same dashboard, written by hand with a task group."""
+    await ws.accept()
+    every = 0.5
+
+    async def ticker() -> None:
+        for n in itertools.count():
+            await ws.send_json({"stream": "ticker", "data": n})
+            await anyio.sleep(every)
+
+    async def clock() -> None:
+        while True:
+            await ws.send_json({"stream": "clock", "data": round(anyio.current_time(), 3)})
+            await anyio.sleep(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        tg.start_soon(clock)
+        async for command in ws.iter_json():
+            every = max(0.05, float(command["every"]))
+            await ws.send_json({"every": every})
+        tg.cancel_scope.cancel()  # the client left: stop the streams
+
+
+app = plait.App(routes=[dashboard, by_hand])
