@@ -36,10 +36,14 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The echo benchmark: plait and peers as ratios to raw ASGI, same server, same run.
+    """The echo benchmarks: plait and peers as ratios to raw ASGI, same server, same run.
 
-    Pass options after ``--``, for example ``nox -s bench -- --quick``.
+    First the plain echo (64 bytes of text), then the typed-listener echo (a JSON object
+    decoded into a msgspec Struct and encoded back, as ratios to ``raw_json``), then the
+    cancellation latency. Options after ``--`` go to both echo runs, for example
+    ``nox -s bench -- --quick``.
     """
     session.install("-e", ".[bench]", "websockets>=13")
     session.run("python", "-m", "benchmarks.echo", *session.posargs)
+    session.run("python", "-m", "benchmarks.echo", "--payload", "json", *session.posargs)
     session.run("python", "-m", "benchmarks.cancel_latency")

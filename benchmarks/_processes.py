@@ -148,7 +148,9 @@ def run_server(worker: str, app: str) -> Iterator[Server]:
             log_path.unlink()
 
 
-def run_client(server: Server, conns: int, duration: float, warmup: float) -> dict[str, Any]:
+def run_client(
+    server: Server, conns: int, duration: float, warmup: float, payload: str = "text"
+) -> dict[str, Any]:
     """Run `benchmarks.client` on the client core and return its JSON result.
 
     Args:
@@ -156,6 +158,7 @@ def run_client(server: Server, conns: int, duration: float, warmup: float) -> di
         conns: Number of connections.
         duration: Measured window in seconds.
         warmup: Warm-up in seconds.
+        payload: The client's payload, ``"text"`` or ``"json"`` (see `benchmarks.client`).
 
     Returns:
         The client's result as a dict.
@@ -173,6 +176,7 @@ def run_client(server: Server, conns: int, duration: float, warmup: float) -> di
         f"--conns={conns}",
         f"--duration={duration}",
         f"--warmup={warmup}",
+        f"--payload={payload}",
     ]
     try:
         done = subprocess.run(

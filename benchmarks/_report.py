@@ -1,4 +1,8 @@
-"""Medians, same-round ratios to the raw ASGI app, and the Markdown tables of an echo run."""
+"""Medians, same-round ratios to a baseline app, and the Markdown tables of an echo run.
+
+The baseline is the raw ASGI app doing the same work: ``raw`` for the plain echo,
+``raw_json`` for the typed echo.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BASELINE = "raw"
+"""The default baseline: the raw ASGI echo."""
 CLIENT_BOUND_FRACTION = 0.9
 SATURATED_FRACTION = 0.9
 BUSY_MACHINE_FRACTION = 0.25
@@ -73,10 +78,13 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def _round_ratios(
-    cells: list[Measurement], app: str, metric: Callable[[Measurement], float | None]
+    cells: list[Measurement],
+    app: str,
+    metric: Callable[[Measurement], float | None],
+    baseline: str,
 ) -> list[float]:
-    """``metric(app) ÷ metric(raw)`` for every round in which both ran cleanly."""
-    raw = {m.round: metric(m) for m in cells if m.app == BASELINE and m.ok}
+    """``metric(app) ÷ metric(baseline)`` for every round in which both ran cleanly."""
+    raw = {m.round: metric(m) for m in cells if m.app == baseline and m.ok}
     ratios = []
     for m in sorted(cells, key=lambda m: m.round):
         value, base = metric(m), raw.get(m.round)
@@ -93,10 +101,10 @@ def _efficiency_of(m: Measurement) -> float | None:
     return m.messages_per_server_cpu_s
 
 
-def _summarize_app(cells: list[Measurement], app: str) -> AppSummary:
+def _summarize_app(cells: list[Measurement], app: str, baseline: str) -> AppSummary:
     mine = [m for m in cells if m.app == app]
     ok = [m for m in mine if m.ok]
-    ratios = _round_ratios(cells, app, _rate_of)
+    ratios = _round_ratios(cells, app, _rate_of, baseline)
     cpu = [m.client_cpu_fraction for m in ok if m.client_cpu_fraction is not None]
     server_cpu = [m.server_cpu_fraction for m in ok if m.server_cpu_fraction is not None]
     other_cpu = [m.other_cpu_fraction for m in ok if m.other_cpu_fraction is not None]
@@ -105,7 +113,7 @@ def _summarize_app(cells: list[Measurement], app: str) -> AppSummary:
         median_messages_per_s=_median([m.messages_per_s for m in ok if m.messages_per_s]),
         median_ratio=_median(ratios),
         ratios=[round(r, 4) for r in ratios],
-        median_cpu_ratio=_median(_round_ratios(cells, app, _efficiency_of)),
+        median_cpu_ratio=_median(_round_ratios(cells, app, _efficiency_of, baseline)),
         valid_rounds=len(ok),
         max_client_cpu_fraction=max(cpu) if cpu else None,
         median_server_cpu_fraction=_median(server_cpu),
@@ -120,6 +128,7 @@ def summarize(
     workers: Sequence[str],
     apps: Sequence[str],
     conns: Sequence[int],
+    baseline: str = BASELINE,
 ) -> list[GroupSummary]:
     """Group measurements by worker and connection count and summarize each app.
 
@@ -128,6 +137,7 @@ def summarize(
         workers: Worker classes, in report order.
         apps: Apps, in report order.
         conns: Connection counts, in report order.
+        baseline: The app every ratio divides by, round by round.
 
     Returns:
         One group per (worker, conns), apps in the given order.
@@ -137,7 +147,8 @@ def summarize(
     for worker in workers:
         for count in conns:
             cells = [m for m in everything if m.worker == worker and m.conns == count]
-            groups.append(GroupSummary(worker, count, [_summarize_app(cells, a) for a in apps]))
+            summaries = [_summarize_app(cells, a, baseline) for a in apps]
+            groups.append(GroupSummary(worker, count, summaries))
     return groups
 
 
@@ -186,26 +197,26 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
 
-def _overview(groups: Sequence[GroupSummary], apps: Sequence[str]) -> list[str]:
-    others = [a for a in apps if a != BASELINE]
+def _overview(groups: Sequence[GroupSummary], apps: Sequence[str], baseline: str) -> list[str]:
+    others = [a for a in apps if a != baseline]
     lines = [
-        "| worker | conns | raw msg/s | " + " | ".join(others) + " |",
+        f"| worker | conns | {baseline} msg/s | " + " | ".join(others) + " |",
         "|---|---:|---:|" + "---:|" * len(others),
     ]
     for group in groups:
-        raw = group.app(BASELINE)
+        raw = group.app(baseline)
         cells = [_ratio(s.median_ratio) if (s := group.app(a)) else "—" for a in others]
         rate = _rate(raw.median_messages_per_s if raw else None)
         lines.append(f"| {group.worker} | {group.conns} | {rate} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _details(group: GroupSummary) -> list[str]:
+def _details(group: GroupSummary, baseline: str) -> list[str]:
     plural = "connection" if group.conns == 1 else "connections"
     lines = [
         f"### hypercorn {group.worker}, {group.conns} {plural}",
         "",
-        "| app | median msg/s | ratio ÷ raw | ratios by round | ratio per server CPU-s "
+        f"| app | median msg/s | ratio ÷ {baseline} | ratios by round | ratio per server CPU-s "
         "| server CPU | client CPU max | other load max | errors |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -221,21 +232,24 @@ def _details(group: GroupSummary) -> list[str]:
     return lines
 
 
-def render_markdown(groups: Sequence[GroupSummary], apps: Sequence[str]) -> str:
+def render_markdown(
+    groups: Sequence[GroupSummary], apps: Sequence[str], baseline: str = BASELINE
+) -> str:
     """The run as Markdown: an overview of median ratios, then one table per group.
 
     Args:
         groups: The output of `summarize`.
         apps: Apps, in report order.
+        baseline: The app the ratios divide by (as given to `summarize`).
 
     Returns:
         Markdown text.
     """
-    lines = ["## Median ratio to raw ASGI echo, same round (higher is better)", ""]
-    if BASELINE in apps:
-        lines += _overview(groups, apps)
+    lines = [f"## Median ratio to `{baseline}` (raw ASGI), same round (higher is better)", ""]
+    if baseline in apps:
+        lines += _overview(groups, apps, baseline)
     else:
-        lines.append("(no ratios: the raw app was not part of this run)")
+        lines.append(f"(no ratios: the {baseline} app was not part of this run)")
     for group in groups:
-        lines += ["", *_details(group)]
+        lines += ["", *_details(group, baseline)]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,12 @@
 """WebSocket echo apps that hypercorn loads as ``benchmarks.apps:NAME``.
 
-Every app serves the same echo on any path: accept, then send each text or bytes message
-back until the client disconnects. ``raw`` is the baseline the runner divides by; the others
-are plait and its peers doing the same work.
+Every app in `NAMES` serves the same echo on any path: accept, then send each text or bytes
+message back until the client disconnects. ``raw`` is the baseline the runner divides by;
+the others are plait and its peers doing the same work.
+
+Every app in `JSON_NAMES` serves a *typed* echo on ``/``: each text message is JSON that
+msgspec decodes and validates into `ChatMessage`, and the Struct is encoded back as JSON
+text. ``raw_json`` is their baseline: the same msgspec work on bare ASGI messages.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import msgspec
 from litestar import Litestar, websocket, websocket_listener
 from litestar.connection import WebSocket as LitestarWebSocket
 from litestar.exceptions import WebSocketDisconnect as LitestarDisconnect
@@ -29,21 +34,36 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 NAMES = ("raw", "plait", "floor", "starlette", "litestar", "litestar_listener")
+"""The echo apps: they send back any text, so they serve either payload."""
+JSON_NAMES = ("raw_json", "plait_listener", "litestar_listener_typed")
+"""The typed-echo apps: they only answer JSON that decodes into `ChatMessage`."""
 
 
-def unavailable_reason(name: str) -> str | None:
-    """Say why an app cannot run in this environment.
+class ChatMessage(msgspec.Struct):
+    """The typed message of the `JSON_NAMES` apps (the client's ``json`` payload)."""
+
+    user: str
+    content: str
+
+
+def unavailable_reason(name: str, payload: str = "text") -> str | None:
+    """Say why an app cannot run in this environment or with this payload.
 
     Args:
-        name: One of `NAMES`.
+        name: One of `NAMES` or `JSON_NAMES`.
+        payload: The client's payload, ``"text"`` or ``"json"``.
 
     Returns:
         A sentence for the report, or None when the app can run.
     """
-    if name not in NAMES:
-        return f"unknown app {name!r}; choose from {', '.join(NAMES)}"
+    if name not in NAMES + JSON_NAMES:
+        return f"unknown app {name!r}; choose from {', '.join(NAMES + JSON_NAMES)}"
+    if name in JSON_NAMES and payload != "json":
+        return "it answers only JSON messages: run it with --payload json"
     if name == "plait" and not hasattr(_plait, "serve_connection"):
         return "plait.serve_connection is not importable yet"
+    if name == "plait_listener" and not hasattr(_plait, "listener"):
+        return "plait.listener is not importable yet"
     return None
 
 
@@ -185,3 +205,67 @@ async def _litestar_listener_echo(data: str) -> str:
 
 
 litestar_listener = Litestar(route_handlers=[_litestar_listener_echo])
+
+
+_chat_decoder = msgspec.json.Decoder(ChatMessage)
+_chat_encoder = msgspec.json.Encoder()
+
+
+async def _echo_raw_json(receive: Receive, send: Send) -> None:
+    """Typed echo on bare ASGI messages: decode into `ChatMessage`, encode it back.
+
+    A message that does not decode closes the connection with 1007, as the listeners do.
+    """
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message["type"] != "websocket.receive":
+            break
+        text = message.get("text")
+        try:
+            data = _chat_decoder.decode(text if text is not None else message.get("bytes") or b"")
+        except msgspec.DecodeError:  # ValidationError included
+            await send({"type": "websocket.close", "code": 1007})
+            return
+        await send({"type": "websocket.send", "text": _chat_encoder.encode(data).decode()})
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def raw_json(scope: Scope, receive: Receive, send: Send) -> None:
+    """Raw ASGI typed echo: the baseline of the `JSON_NAMES` apps."""
+    if scope["type"] == "websocket":
+        await _echo_raw_json(receive, send)
+    elif scope["type"] == "lifespan":
+        await _serve_lifespan(receive, send)
+    else:
+        await _send_not_found(send)
+
+
+def _plait_listener_app() -> ASGIApp | None:
+    """The plait App of one typed listener on ``/``; None before `plait.listener` exists."""
+    if not hasattr(_plait, "listener"):
+        return None
+
+    @_plait.listener("/")
+    async def echo(data: ChatMessage) -> ChatMessage:
+        """Decoded and validated by msgspec; the reply is encoded as JSON text."""
+        return data
+
+    app: ASGIApp = _plait.App(routes=[echo])
+    return app
+
+
+plait_listener = _plait_listener_app()
+
+
+@websocket_listener("/")
+async def _litestar_listener_typed_echo(data: ChatMessage) -> ChatMessage:
+    """Typed echo with a Litestar ``websocket_listener``: msgspec decodes, Litestar encodes."""
+    return data
+
+
+litestar_listener_typed = Litestar(route_handlers=[_litestar_listener_typed_echo])

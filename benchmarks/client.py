@@ -3,6 +3,9 @@
 Run as ``python -m benchmarks.client --url ws://127.0.0.1:8000/ --conns 50``. Each connection
 keeps exactly one 64-byte text message in flight: it sends the next one from picows' frame
 callback as soon as the echo arrives, so the client does almost no Python work per message.
+``--payload text`` (the default) sends 64 bytes of ASCII; ``--payload json`` sends a 64-byte
+JSON object, ``{"user": "ada", "content": ...}``, for the typed-listener apps. Every echo must
+be the payload, byte for byte.
 The run is bounded by time (warm-up plus measured window) and by a total message count.
 The JSON line carries the CPU time of the client, of the server (``--server-pid``) and of
 everything else on the machine over the window, so the runner can tell a client-bound run
@@ -20,7 +23,13 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 
 from benchmarks._cpu import Clocks, CpuUse
 
-PAYLOAD = b"0123456789abcdef" * 4  # 64 bytes of ASCII, sent as a text frame
+PAYLOADS = {
+    # 64 bytes of ASCII, sent as a text frame: the plain echo.
+    "text": b"0123456789abcdef" * 4,
+    # 64 bytes of compact JSON, as msgspec encodes `benchmarks.apps.ChatMessage`: the typed
+    # echo decodes it and encodes it back, so its reply is these bytes again.
+    "json": b'{"user":"ada","content":"a typed listener echo, and sent back."}',
+}
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 
@@ -28,8 +37,9 @@ CLOSE_TIMEOUT = 2.0
 class _Tally:
     """Counters shared by every connection of one run."""
 
-    def __init__(self, max_messages: int) -> None:
+    def __init__(self, max_messages: int, payload: bytes) -> None:
         self.max_messages = max_messages
+        self.payload = payload
         self.sending = True
         self.messages = 0
         self.errors = 0
@@ -54,14 +64,14 @@ class _EchoListener(WSListener):
             if frame.msg_type == WSMsgType.CLOSE and tally.sending:
                 tally.errors += 1
             return
-        if frame.get_payload_as_bytes() != PAYLOAD:
+        if frame.get_payload_as_bytes() != tally.payload:
             tally.errors += 1
         tally.messages += 1
         if tally.messages >= tally.max_messages:
             tally.stop()
             tally.capped.set()
         if tally.sending:
-            transport.send(WSMsgType.TEXT, PAYLOAD)
+            transport.send(WSMsgType.TEXT, tally.payload)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         """Count a connection the server dropped while the run was still going."""
@@ -74,6 +84,7 @@ class Result:
     """What one client run measured; printed as one JSON line."""
 
     url: str
+    payload: str
     connections: int
     connected: int
     errors: int
@@ -134,6 +145,7 @@ async def run(
     warmup: float,
     max_messages: int,
     server_pid: int | None = None,
+    payload: str = "text",
 ) -> Result:
     """Drive the echo server and measure messages per second after the warm-up.
 
@@ -144,14 +156,15 @@ async def run(
         warmup: Seconds of load before the window opens.
         max_messages: Echoes after which every connection stops, warm-up included.
         server_pid: The server's PID, to report its CPU time over the window too.
+        payload: Which of `PAYLOADS` to send (``"text"`` or ``"json"``).
 
     Returns:
         The measurement of the window.
     """
-    tally = _Tally(max_messages)
+    tally = _Tally(max_messages, PAYLOADS[payload])
     transports = await _connect_all(url, conns, tally)
     for transport in transports:
-        transport.send(WSMsgType.TEXT, PAYLOAD)
+        transport.send(WSMsgType.TEXT, tally.payload)
     await _wait_capped(tally, warmup)
     start, start_messages = Clocks.read(server_pid), tally.messages
     await _wait_capped(tally, duration)
@@ -160,6 +173,7 @@ async def run(
     await _close_all(transports)
     return Result(
         url=url,
+        payload=payload,
         connections=conns,
         connected=len(transports),
         errors=tally.errors,
@@ -184,6 +198,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--max-messages", type=int, default=5_000_000)
     parser.add_argument("--server-pid", type=int, help="report this process's CPU time too")
+    parser.add_argument("--payload", choices=sorted(PAYLOADS), default="text")
     return parser.parse_args(argv)
 
 
@@ -191,7 +206,15 @@ def main(argv: list[str] | None = None) -> None:
     """Run one measurement and print it as a JSON line on stdout."""
     args = _parse_args(argv)
     result = asyncio.run(
-        run(args.url, args.conns, args.duration, args.warmup, args.max_messages, args.server_pid)
+        run(
+            args.url,
+            args.conns,
+            args.duration,
+            args.warmup,
+            args.max_messages,
+            args.server_pid,
+            args.payload,
+        )
     )
     print(json.dumps(asdict(result)), flush=True)
 

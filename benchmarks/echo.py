@@ -3,10 +3,14 @@
 ``python -m benchmarks.echo [--rounds 3] [--duration 4] [--workers asyncio,trio]
 [--apps raw,plait,floor,starlette,litestar,litestar_listener] [--conns 1,50] [--quick]``
 
+``python -m benchmarks.echo --payload json`` runs the typed echo instead: the client sends a
+JSON object and the apps ``raw_json``, ``plait_listener`` and ``litestar_listener_typed``
+decode it into a msgspec Struct and encode it back; ratios are to ``raw_json``.
+
 For each worker class and round, every app (in an order rotated each round) gets a fresh
 hypercorn on core 0 and the picows client on core 1, once per connection count. The report
 gives each app's median messages per second and the median of its per-round ratios to the
-raw app measured in the same round; the JSON goes to ``benchmarks/results/``.
+baseline app measured in the same round; the JSON goes to ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ from benchmarks._report import (
 
 RESULTS = ROOT / "benchmarks" / "results"
 PACKAGES = ("plait", "hypercorn", "anyio", "trio", "picows", "starlette", "litestar", "msgspec")
+DEFAULT_APPS = {"text": bench_apps.NAMES, "json": bench_apps.JSON_NAMES}
+"""The apps each payload runs unless ``--apps`` says otherwise."""
+BASELINES = {"text": "raw", "json": "raw_json"}
+"""The raw ASGI app each payload's ratios divide by unless ``--baseline`` says otherwise."""
 
 
 def _csv(text: str) -> list[str]:
@@ -54,10 +62,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="measured seconds (default 4, quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (default 1, quick 0.5)")
     parser.add_argument("--workers", type=_csv, default=["asyncio", "trio"])
-    parser.add_argument("--apps", type=_csv, default=list(bench_apps.NAMES))
+    parser.add_argument(
+        "--payload",
+        choices=sorted(DEFAULT_APPS),
+        default="text",
+        help="text: 64 bytes echoed as they are; json: a typed echo through a msgspec Struct",
+    )
+    parser.add_argument("--apps", type=_csv, help="default: every app of the payload")
+    parser.add_argument("--baseline", help="app the ratios divide by (raw, or raw_json for json)")
     parser.add_argument("--conns", type=lambda t: [int(c) for c in _csv(t)], default=[1, 50])
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 s")
     args = parser.parse_args(argv)
+    args.apps = args.apps if args.apps is not None else list(DEFAULT_APPS[args.payload])
+    args.baseline = args.baseline or BASELINES[args.payload]
     quick = args.quick
     args.rounds = args.rounds if args.rounds is not None else (1 if quick else 3)
     args.duration = args.duration if args.duration is not None else (2.0 if quick else 4.0)
@@ -65,9 +82,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _available(apps: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+def _available(apps: Sequence[str], payload: str) -> tuple[list[str], dict[str, str]]:
     """Split the requested apps into those that can run and the reasons for the rest."""
-    skipped = {app: reason for app in apps if (reason := bench_apps.unavailable_reason(app))}
+    skipped = {
+        app: reason for app in apps if (reason := bench_apps.unavailable_reason(app, payload))
+    }
     for app, reason in skipped.items():
         print(f"note: skipping {app}: {reason}", flush=True)
     return [a for a in apps if a not in skipped], skipped
@@ -79,10 +98,10 @@ def _rotated(apps: Sequence[str], round_index: int) -> list[str]:
     return [*apps[shift:], *apps[:shift]]
 
 
-def _measure(cell: Measurement, server: Server, duration: float, warmup: float) -> Measurement:
+def _measure(cell: Measurement, server: Server, args: argparse.Namespace) -> Measurement:
     """Fill in a measurement by running the client against the server."""
     try:
-        result = run_client(server, cell.conns, duration, warmup)
+        result = run_client(server, cell.conns, args.duration, args.warmup, args.payload)
     except RuntimeError as exc:
         cell.failure = str(exc)
         return cell
@@ -105,7 +124,7 @@ def _percent(value: float | None) -> str:
 
 
 def _progress(cell: Measurement) -> None:
-    head = f"{cell.worker:<7} round {cell.round + 1}  {cell.app:<17} {cell.conns:>4} conns"
+    head = f"{cell.worker:<7} round {cell.round + 1}  {cell.app:<23} {cell.conns:>4} conns"
     if cell.failure:
         print(f"{head}  FAILED: {cell.failure}", flush=True)
         return
@@ -140,7 +159,7 @@ def _serve_and_measure(
     try:
         with run_server(worker, app) as server:
             for cell in cells:
-                _progress(_measure(cell, server, args.duration, args.warmup))
+                _progress(_measure(cell, server, args))
     except RuntimeError as exc:
         for cell in cells:
             if cell.client is None and cell.failure is None:
@@ -190,9 +209,9 @@ def _meta(args: argparse.Namespace, started: str, skipped: dict[str, str]) -> di
     }
 
 
-def _write_json(document: dict[str, Any], started: str) -> Path:
+def _write_json(document: dict[str, Any], started: str, payload: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"echo-{started}.json"
+    path = RESULTS / (f"echo-{started}.json" if payload == "text" else f"echo-json-{started}.json")
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
 
@@ -225,7 +244,7 @@ def _warn(cells: list[Measurement], top_conns: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by the parsed arguments; return the exit status."""
-    apps, skipped = _available(args.apps)
+    apps, skipped = _available(args.apps, args.payload)
     if not apps:
         print("nothing to run", file=sys.stderr)
         return 1
@@ -236,9 +255,9 @@ def run(args: argparse.Namespace) -> int:
         for round_index in range(args.rounds):
             for app in _rotated(apps, round_index):
                 cells += _serve_and_measure(worker, round_index, app, args)
-    groups = summarize(cells, args.workers, apps, args.conns)
+    groups = summarize(cells, args.workers, apps, args.conns, args.baseline)
     print()
-    print(render_markdown(groups, apps))
+    print(render_markdown(groups, apps, args.baseline))
     _warn(cells, max(args.conns))
     meta = _meta(args, started, skipped) | {
         "load_average_start": load,
@@ -249,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
         "summary": [asdict(g) for g in groups],
         "measurements": [asdict(c) for c in cells],
     }
-    print(f"results: {_write_json(document, started)} ({meta['elapsed_s']:.0f} s)")
+    path = _write_json(document, started, args.payload)
+    print(f"results: {path} ({meta['elapsed_s']:.0f} s)")
     return 0 if all(c.ok for c in cells) else 2
 
 
