@@ -40,6 +40,7 @@ from ._routing import stream as stream
 from ._routing import websocket as websocket
 from ._state import WebSocketState as WebSocketState
 from ._websocket import WebSocket as WebSocket
+from .channels import Hub as Hub
 
 __all__ = (
     "URL",
@@ -54,6 +55,7 @@ __all__ = (
     "Handler",
     "Header",
     "Heartbeat",
+    "Hub",
     "Ignore",
     "InjectionError",
     "InvalidMessagePolicy",

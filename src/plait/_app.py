@@ -16,6 +16,7 @@ from ._lifespan import fallback_lifespan
 from ._routing import RouteConflictError, WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
 from ._websocket import WebSocket
+from .channels._hub import Hub
 
 __all__ = ("App",)
 
@@ -48,6 +49,8 @@ class App:
         fallback: The ASGI app for HTTP requests.
         lifespan: ``lifespan(app)`` returns an async context manager entered at startup
             and left at shutdown; a mapping it yields is added to the lifespan state.
+        hub: A :class:`plait.Hub`, started and stopped with the lifespan; a handler
+            parameter annotated ``Hub`` gets it.
         shutdown_grace: Seconds to wait for handlers to finish at shutdown.
         max_message_size: Largest incoming message (see :func:`serve_connection`).
         send_timeout: Seconds a message may take to leave before the client is deemed
@@ -63,6 +66,7 @@ class App:
         *,
         fallback: ASGIApp | None = None,
         lifespan: Lifespan | None = None,
+        hub: Hub | None = None,
         shutdown_grace: float = 5.0,
         max_message_size: int | None = 1024 * 1024,
         send_timeout: float | None = None,
@@ -70,6 +74,8 @@ class App:
         self.routes: list[WebSocketRoute] = []
         self.fallback = fallback
         self.lifespan = lifespan
+        self.hub = hub
+        self._provided: dict[str, Any] = {} if hub is None else {"hub": hub}
         self.shutdown_grace = shutdown_grace
         self.options = ConnectionOptions(
             max_message_size=max_message_size, send_timeout=send_timeout
@@ -119,7 +125,11 @@ class App:
             await _not_found(WebSocket(scope, receive, send), path)
             return
         route, params = found
-        scope = {**scope, "path_params": {**scope.get("path_params", {}), **params}}
+        scope = {
+            **scope,
+            "path_params": {**scope.get("path_params", {}), **params},
+            "plait.provided": self._provided,
+        }
         connection = Connection(scope, receive, send, route.connection_options(self.options))
         self._connections.add(connection)
         try:
@@ -139,28 +149,33 @@ class App:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         assert message["type"] == "lifespan.startup"
-        stack = AsyncExitStack()
+        started = False
         try:
-            state = await self._start(stack, scope)
-            if state:
-                scope.setdefault("state", {}).update(state)
-        except Exception as exc:
-            logger.exception("the application's startup failed")
-            await stack.aclose()
-            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
-            return
-        await send({"type": "lifespan.startup.complete"})
-        message = await receive()
-        try:
-            await self.close_connections()
-            await stack.aclose()
+            # One exit stack, left in LIFO order however the lifespan ends (also when
+            # the server cancels it): the hub's task group must unwind in its own task.
+            async with AsyncExitStack() as stack:
+                try:
+                    state = await self._start(stack, scope)
+                except Exception as exc:
+                    logger.exception("the application's startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                if state:
+                    scope.setdefault("state", {}).update(state)
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()
+                await self.close_connections()
         except Exception as exc:
             logger.exception("the application's shutdown failed")
-            await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+            if started:
+                await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
             return
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _start(self, stack: AsyncExitStack, scope: Scope) -> Mapping[str, Any] | None:
+        if self.hub is not None:
+            await stack.enter_async_context(self.hub)
         if self.fallback is not None:
             fallback_scope = {**scope, "state": scope.setdefault("state", {})}
             await stack.enter_async_context(fallback_lifespan(self.fallback, fallback_scope, 30))

@@ -143,3 +143,22 @@ class MessageCodec:
         if self._mode == "text":
             return {"type": "websocket.send", "text": encode_json_text(value)}
         return {"type": "websocket.send", "bytes": encode_json(value)}
+
+
+def encode_payload(message: Any) -> bytes:
+    """Frame a channel message for a backend, keeping its kind: bytes, str or JSON."""
+    if isinstance(message, bytes | bytearray | memoryview):
+        return b"b" + bytes(message)
+    if isinstance(message, str):
+        return b"s" + message.encode()
+    return b"j" + encode_json(message)
+
+
+def decode_payload(payload: bytes) -> Any:
+    """The message :func:`encode_payload` framed (JSON comes back as plain data)."""
+    kind, body = payload[:1], payload[1:]
+    if kind == b"b":
+        return bytes(body)
+    if kind == b"s":
+        return body.decode()
+    return decode_json(body)

@@ -25,7 +25,7 @@ from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._channel import Channel
-from ._exceptions import MessageDecodeError, MessageTypeError, WebSocketDisconnect
+from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, WebSocketDisconnect
 from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._websocket import WebSocket, validate_close
@@ -270,6 +270,11 @@ class Connection:
         if isinstance(error, MessageTypeError):
             logger.info("closing %s with 1003: %s", path, error)
             return (1003, validate_close(1003, str(error)))
+        code = getattr(error, "close_code", None)
+        if isinstance(error, PlaitError) and isinstance(code, int):
+            # plait's own errors that say how to close (a too slow subscriber: 1013)
+            logger.warning("closing %s with %d: %s", path, code, error)
+            return (code, validate_close(code, getattr(error, "close_reason", "") or ""))
         logger.error("handler for %s failed", path, exc_info=error)
         return (1011, "internal error")
 

@@ -53,7 +53,7 @@ class Parameter:
     """Where one parameter's value comes from."""
 
     name: str
-    kind: Literal["websocket", "path", "query", "header", "cookie", "dependency"]
+    kind: Literal["websocket", "path", "query", "header", "cookie", "dependency", "provided"]
     key: str = ""
     annotation: Any = Any
     default: Any = _EMPTY
@@ -79,7 +79,7 @@ class Plan:
             for parameter in plan.parameters:
                 if parameter.dependency is not None:
                     stack.append(parameter.dependency)
-                elif parameter.kind not in ("websocket", "dependency"):
+                elif parameter.kind not in ("websocket", "dependency", "provided"):
                     identity = (parameter.kind, parameter.key, parameter.annotation, parameter.many)
                     found.setdefault(identity, parameter)
         return list(found.values())
@@ -164,6 +164,9 @@ def _plan_parameter(
                 reuse=marker.reuse,
                 default=default,
             )
+    provided = getattr(base, "__plait_provided__", None)
+    if isinstance(provided, str):
+        return Parameter(name, "provided", key=provided, annotation=base)
     if (isinstance(base, type) and issubclass(base, WebSocket)) or (
         base is Any and name in ("socket", "websocket")  # Litestar injects these by name
     ):
@@ -279,6 +282,14 @@ class Resolver:
     async def _value(self, parameter: Parameter) -> Any:
         if parameter.kind == "websocket":
             return self._websocket
+        if parameter.kind == "provided":
+            provided = self._websocket.scope.get("plait.provided", {})
+            if parameter.key not in provided:
+                raise InjectionError(
+                    f"nothing provides {parameter.annotation.__qualname__} for the parameter "
+                    f"{parameter.name!r}: give it to the App (App({parameter.key}=...))"
+                )
+            return provided[parameter.key]
         plan = parameter.dependency
         if plan is None:
             return self._values[

@@ -1,0 +1,288 @@
+"""The hub: publish to channels, subscribe with bounded buffers and a slow-consumer policy."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._backend import waiters
+from .._codec import decode_payload, encode_payload
+from .._exceptions import PlaitError
+from ._backend import Backend, StoredMessage
+from ._memory import MemoryBackend
+
+__all__ = ("ChannelMessage", "Hub", "Policy", "SlowSubscriber", "Subscription")
+
+logger = logging.getLogger(__name__)
+
+Policy: TypeAlias = Literal["drop_oldest", "drop_newest", "disconnect"]
+"""What a full subscription buffer does with a new message: drop the oldest queued one,
+drop the new one, or end the subscription with :class:`SlowSubscriber`."""
+
+
+class SlowSubscriber(PlaitError):
+    """A subscription with the ``"disconnect"`` policy fell behind by a full buffer.
+
+    Escaping a handler, it closes the connection with 1013 (try again later).
+    """
+
+    close_code = 1013
+    close_reason = "subscriber too slow"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMessage:
+    """One message received from a channel.
+
+    Yielded from a stream, it goes to the client as JSON
+    ``{"channel": ..., "id": ..., "data": ...}``: a client that reconnects passes the
+    last ``id`` it saw to resume without a gap.
+    """
+
+    channel: str
+    """The channel it was published on."""
+    id: str
+    """Its id: later messages of a channel have greater ids."""
+    data: Any
+    """What was published: bytes, str, or the JSON data msgspec made of an object."""
+
+
+class Subscription:
+    """Messages from one or more channels, as ``async for message in subscription``.
+
+    Made by :meth:`Hub.subscribe`. Each subscription has its own bounded buffer; the
+    publisher never waits for it. ``dropped`` counts what the policy dropped.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        channels: tuple[str, ...],
+        buffer: int,
+        policy: Policy,
+    ) -> None:
+        if buffer < 1:
+            raise ValueError("buffer must be at least 1")
+        if policy not in ("drop_oldest", "drop_newest", "disconnect"):
+            raise ValueError(f"unknown policy {policy!r}")
+        self.channels = channels
+        self.buffer = buffer
+        self.policy: Policy = policy
+        self.dropped = 0
+        self._hub = hub
+        self._live: deque[ChannelMessage] = deque()
+        self._replay: deque[ChannelMessage] = deque()
+        self._last: dict[str, tuple[int, ...]] = {}
+        self._failed = False
+        self._new_waiter, self._wake, _ = waiters()
+        self._waiter: Any = None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChannelMessage:
+        key = self._hub.backend.id_key
+        while True:
+            if self._replay:
+                message = self._replay.popleft()
+            elif self._live:
+                message = self._live.popleft()
+            elif self._failed:
+                raise SlowSubscriber(
+                    f"a subscriber to {', '.join(self.channels)} fell {self.buffer} messages behind"
+                )
+            else:
+                self._waiter = self._new_waiter()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+                continue
+            position = key(message.id) if message.id else None
+            last = self._last.get(message.channel)
+            if position is not None:
+                if last is not None and position <= last:
+                    continue  # already delivered (replayed, then seen live)
+                self._last[message.channel] = position
+            return message
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: messages ``buffered`` and ``dropped``."""
+        return {"buffered": len(self._live) + len(self._replay), "dropped": self.dropped}
+
+    def _put(self, message: ChannelMessage) -> None:
+        """Queue a live message (from the hub; never blocks)."""
+        if self._failed:
+            return
+        if len(self._live) >= self.buffer:
+            if self.policy == "disconnect":
+                self._failed = True
+                self._live.clear()
+            elif self.policy == "drop_oldest":
+                self._live.popleft()
+                self._live.append(message)
+                self.dropped += 1
+            else:
+                self.dropped += 1
+        else:
+            self._live.append(message)
+        if self._waiter is not None:
+            self._wake(self._waiter)
+
+    def _add_replay(self, stored: Iterable[ChannelMessage]) -> None:
+        self._replay.extend(stored)
+
+
+class Hub:
+    """Publish/subscribe between connections, in one process or across many.
+
+    ::
+
+        hub = plait.Hub()                       # in memory; RedisBackend(url) for many
+        app = plait.App(routes=[...], hub=hub)  # started with the app, injected by type
+
+        await hub.publish("lobby", {"user": "ada", "text": "hi"})
+        async with hub.subscribe("lobby") as subscription:
+            async for message in subscription:
+                ...
+
+    Run it with ``async with hub:`` (the App does that in its lifespan).
+
+    Args:
+        backend: The transport; :class:`MemoryBackend` by default.
+    """
+
+    __plait_provided__ = "hub"  # handlers get the App's hub by annotating a parameter Hub
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._task_group is not None:
+            raise RuntimeError("this Hub is already running")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self._run_backend)
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        return await task_group.__aexit__(exc_type, exc, traceback)
+
+    async def _run_backend(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await self.backend.run(self._deliver, task_status=task_status)
+
+    async def publish(self, channel: str, message: Any) -> str:
+        """Publish ``message`` (bytes, str, or anything msgspec encodes) on ``channel``.
+
+        Returns:
+            The message's id. The publisher never waits on a slow subscriber.
+
+        Raises:
+            RuntimeError: The hub is not running.
+            TypeError: The message cannot be encoded.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the Hub is not running: use `async with hub:` or App(hub=...)")
+        return await self.backend.publish(channel, encode_payload(message))
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        *channels: str,
+        buffer: int = 64,
+        policy: Policy = "drop_oldest",
+        since: str | Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to ``channels`` for the duration of the block.
+
+        Args:
+            channels: One or more channel names.
+            buffer: Messages queued for this subscriber before ``policy`` applies.
+            policy: ``"drop_oldest"``, ``"drop_newest"`` or ``"disconnect"``.
+            since: The id of the last message the subscriber saw (or one per channel):
+                what was published after it and kept in history comes first, in order,
+                then live messages, with no gap and no duplicate.
+
+        Leaving the block, or being cancelled anywhere inside it, unsubscribes; the
+        last subscriber leaving a channel stops the hub listening to it.
+        """
+        if not channels:
+            raise ValueError("subscribe to at least one channel")
+        if self._task_group is None:
+            raise RuntimeError("the Hub is not running: use `async with hub:` or App(hub=...)")
+        subscription = Subscription(self, tuple(dict.fromkeys(channels)), buffer, policy)
+        registered: list[str] = []
+        try:
+            for channel in subscription.channels:
+                members = self._subscribers.setdefault(channel, set())
+                members.add(subscription)
+                registered.append(channel)
+                if len(members) == 1:
+                    await self.backend.listen(channel)
+            if since is not None:
+                await self._replay(subscription, since)
+            yield subscription
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._unregister(subscription, registered)
+
+    async def _replay(self, subscription: Subscription, since: str | Mapping[str, str]) -> None:
+        for channel in subscription.channels:
+            after = since if isinstance(since, str) else since.get(channel)
+            if after is None:
+                continue
+            stored: list[StoredMessage] = list(await self.backend.history(channel, after))
+            subscription._add_replay(
+                ChannelMessage(channel, message_id, decode_payload(payload))
+                for message_id, payload in stored
+            )
+
+    async def _unregister(self, subscription: Subscription, channels: list[str]) -> None:
+        for channel in channels:
+            members = self._subscribers.get(channel)
+            if members is None:
+                continue
+            members.discard(subscription)
+            if not members:
+                del self._subscribers[channel]
+                try:
+                    await self.backend.unlisten(channel)
+                except Exception:
+                    logger.warning("could not stop listening to %r", channel, exc_info=True)
+
+    def _deliver(self, channel: str, message_id: str, payload: bytes) -> None:
+        members = self._subscribers.get(channel)
+        if not members:
+            return
+        message = ChannelMessage(channel, message_id, decode_payload(payload))
+        for subscription in tuple(members):
+            subscription._put(message)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: ``channels`` listened to and ``subscriptions`` across them."""
+        subscriptions = {s for members in self._subscribers.values() for s in members}
+        return {"channels": len(self._subscribers), "subscriptions": len(subscriptions)}

@@ -1,0 +1,80 @@
+"""The in-memory backend: one process, with the same history semantics as Redis."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._backend import Deliver, StoredMessage
+
+__all__ = ("MemoryBackend",)
+
+
+class MemoryBackend:
+    """Channels within one process.
+
+    Args:
+        history: Messages kept per channel for subscribers that resume (0: none).
+        history_age: Seconds a kept message stays (``None``: until pushed out).
+    """
+
+    def __init__(self, history: int = 0, history_age: float | None = None) -> None:
+        if history < 0:
+            raise ValueError("history must be 0 or more")
+        self.history_length = history
+        self.history_age = history_age
+        self._deliver: Deliver | None = None
+        self._kept: dict[str, deque[tuple[int, bytes, float]]] = {}
+        self._counter: dict[str, int] = {}
+
+    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
+        """Deliver published messages to the hub until cancelled."""
+        self._deliver = deliver
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._deliver = None
+
+    async def publish(self, channel: str, payload: bytes) -> str:
+        """Keep (with history) and deliver at once; return the message's id."""
+        if self._deliver is None:
+            raise RuntimeError("the memory backend is not running")
+        number = self._counter.get(channel, 0) + 1
+        self._counter[channel] = number
+        if self.history_length:
+            kept = self._kept.setdefault(channel, deque(maxlen=self.history_length))
+            kept.append((number, payload, anyio.current_time()))
+        message_id = f"{number}-0"
+        self._deliver(channel, message_id, payload)
+        await anyio.lowlevel.checkpoint()
+        return message_id
+
+    async def listen(self, channel: str) -> None:
+        """Nothing to do in one process."""
+
+    async def unlisten(self, channel: str) -> None:
+        """Forget a channel with no subscribers and no history, so names do not pile up."""
+        if not self.history_length:
+            self._counter.pop(channel, None)
+
+    async def history(self, channel: str, after: str | None) -> Sequence[StoredMessage]:
+        """Kept messages of ``channel`` after the id ``after``, oldest first."""
+        kept = self._kept.get(channel)
+        if not kept:
+            return []
+        oldest = anyio.current_time() - self.history_age if self.history_age else None
+        start = self.id_key(after)[0] if after else 0
+        return [
+            (f"{number}-0", payload)
+            for number, payload, stamp in kept
+            if number > start and (oldest is None or stamp >= oldest)
+        ]
+
+    def id_key(self, message_id: str) -> tuple[int, ...]:
+        """``"17-0"`` sorts as ``(17, 0)``."""
+        first, _, second = message_id.partition("-")
+        return (int(first), int(second or 0))

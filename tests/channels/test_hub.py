@@ -1,0 +1,170 @@
+"""The hub on the in-memory backend, on asyncio and trio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio
+import pytest
+
+import plait
+from plait import App, WebSocketDisconnect
+from plait.channels import ChannelMessage, Hub, MemoryBackend, SlowSubscriber
+from plait.testing import AsyncTestClient
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_publish_and_subscribe_keep_the_kind_of_data() -> None:
+    async with Hub() as hub, hub.subscribe("a", "b") as subscription:
+        await hub.publish("a", b"\x00bytes")
+        await hub.publish("b", "text")
+        await hub.publish("a", {"user": "ada", "n": [1, 2]})
+        await hub.publish("elsewhere", "not subscribed")
+        got = [await subscription.__anext__() for _ in range(3)]
+    assert [(m.channel, m.data) for m in got] == [
+        ("a", b"\x00bytes"),
+        ("b", "text"),
+        ("a", {"user": "ada", "n": [1, 2]}),
+    ]
+    assert [m.id for m in got] == ["1-0", "1-0", "2-0"]  # ids order messages per channel
+
+
+async def test_every_subscriber_gets_every_message_in_order() -> None:
+    async with Hub() as hub, hub.subscribe("room") as first, hub.subscribe("room") as second:
+        for i in range(10):
+            await hub.publish("room", i)
+        for subscription in (first, second):
+            assert [(await subscription.__anext__()).data for _ in range(10)] == list(range(10))
+
+
+async def test_resume_with_since_has_no_gap_and_no_duplicate() -> None:
+    async with Hub(MemoryBackend(history=100)) as hub:
+        ids = [await hub.publish("room", f"m{i}") for i in range(5)]
+        async with hub.subscribe("room", since=ids[1]) as subscription:
+            await hub.publish("room", "m5")  # live, while the history is replayed
+            got = [(await subscription.__anext__()).data for _ in range(4)]
+            await hub.publish("room", "m6")
+            got.append((await subscription.__anext__()).data)
+    assert got == ["m2", "m3", "m4", "m5", "m6"]
+
+
+async def test_history_length_and_age_are_bounded() -> None:
+    backend = MemoryBackend(history=3, history_age=60)
+    async with Hub(backend) as hub:
+        for i in range(5):
+            await hub.publish("room", i)
+        assert [p for _, p in await backend.history("room", None)] == [b"j2", b"j3", b"j4"]
+        assert await backend.history("room", "4-0") == [("5-0", b"j4")]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("drop_oldest", [2, 3, 4]), ("drop_newest", [0, 1, 2])],
+)
+async def test_slow_subscribers_drop_and_count(policy: str, expected: list[int]) -> None:
+    async with Hub() as hub, hub.subscribe("room", buffer=3, policy=policy) as slow:  # type: ignore[arg-type]
+        for i in range(5):
+            await hub.publish("room", i)  # the publisher never waits
+        assert [(await slow.__anext__()).data for _ in range(3)] == expected
+        assert slow.dropped == 2
+        assert slow.statistics() == {"buffered": 0, "dropped": 2}
+
+
+async def test_disconnect_policy_ends_the_subscription() -> None:
+    async with Hub() as hub, hub.subscribe("room", buffer=2, policy="disconnect") as slow:
+        for i in range(3):
+            await hub.publish("room", i)
+        with pytest.raises(SlowSubscriber, match="fell 2 messages behind"):
+            await slow.__anext__()
+
+
+async def test_leaving_or_being_cancelled_leaves_nothing_registered() -> None:
+    async with Hub() as hub:
+        async with hub.subscribe("a", "b"), hub.subscribe("b"):
+            assert hub.statistics() == {"channels": 2, "subscriptions": 2}
+        assert hub.statistics() == {"channels": 0, "subscriptions": 0}
+        with anyio.move_on_after(0.01):
+            async with hub.subscribe("c") as subscription:
+                await subscription.__anext__()  # cancelled while waiting
+        assert hub.statistics() == {"channels": 0, "subscriptions": 0}
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            async with hub.subscribe("d"):
+                await anyio.sleep(1)
+        assert hub.statistics() == {"channels": 0, "subscriptions": 0}
+
+
+async def test_dynamic_channel_names_do_not_grow_memory() -> None:
+    backend = MemoryBackend()
+    async with Hub(backend) as hub:
+        for i in range(200):
+            async with hub.subscribe(f"user-{i}"):
+                await hub.publish(f"user-{i}", "hi")
+        assert hub.statistics()["channels"] == 0
+        assert backend._counter == {}
+
+
+async def test_a_hub_must_be_running() -> None:
+    hub = Hub()
+    with pytest.raises(RuntimeError, match="not running"):
+        await hub.publish("x", "y")
+    with pytest.raises(RuntimeError, match="not running"):
+        async with hub.subscribe("x"):
+            pass
+
+
+# -- with the App: injected by type, started by the lifespan ------------------------
+
+
+def chat_app(hub: Hub) -> App:
+    room = plait.WebSocketRoute("/rooms/{room}")
+
+    @room.listener
+    async def say(data: str, room: str, hub: Hub) -> None:
+        await hub.publish(room, data)
+
+    @room.stream
+    async def hear(room: str, hub: Hub) -> AsyncGenerator[ChannelMessage, None]:
+        async with hub.subscribe(room, buffer=4, policy="disconnect") as subscription:
+            async for message in subscription:
+                yield message
+
+    return App(routes=[room], hub=hub)
+
+
+async def test_the_app_runs_the_hub_and_injects_it() -> None:
+    async with (
+        AsyncTestClient(chat_app(Hub())) as client,
+        client.websocket_connect("/rooms/x") as a,
+        client.websocket_connect("/rooms/x") as b,
+    ):
+        await anyio.sleep(0.05)  # both subscribed
+        await a.send_text("hello")
+        for session in (a, b):
+            got: dict[str, Any] = await session.receive_json()
+            assert (got["channel"], got["data"]) == ("x", "hello")
+
+
+async def closed(session: Any) -> WebSocketDisconnect:
+    while True:
+        try:
+            await session.receive()
+        except WebSocketDisconnect as exc:
+            return exc
+
+
+async def test_a_too_slow_subscriber_stream_closes_with_1013() -> None:
+    hub = Hub()
+    async with (
+        AsyncTestClient(chat_app(hub)) as client,
+        client.websocket_connect("/rooms/y") as reader,
+    ):
+        await anyio.sleep(0.05)
+        # the client's buffer (64), the outbound queue (16) and the subscription's
+        # buffer (4) fill; the publisher never waits, so the subscription overflows
+        for i in range(300):
+            await hub.publish("y", f"message {i}")
+        info = await closed(reader)
+    assert (info.code, info.reason) == (1013, "subscriber too slow")
