@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from examples.rooms import app
 
-from plait.testing import AsyncTestClient, WebSocketDenied
+from plait.testing import AsyncTestClient, AsyncWebSocketTestSession, WebSocketDenied
 
 pytestmark = pytest.mark.anyio
 
@@ -45,3 +46,34 @@ async def test_dashboard_example(path: str) -> None:
     assert seen["reply"] == [0.05]
     ticks = seen["ticker"]
     assert ticks == list(range(len(ticks)))
+
+
+async def test_chat_example_rooms_presence_and_history() -> None:
+    from examples.chat import app as chat_app
+
+    async def next_event(ws: AsyncWebSocketTestSession) -> tuple[str, dict[str, str]]:
+        message = await ws.receive_json()
+        return message["id"], message["data"]
+
+    async with AsyncTestClient(chat_app) as client:
+        async with client.websocket_connect("/chat/lobby?name=ada") as ada:
+            await anyio.sleep(0.05)  # ada's stream is subscribed
+            async with client.websocket_connect("/chat/lobby?name=bob") as bob:
+                assert (await next_event(ada))[1] == {"type": "join", "user": "bob"}
+                await anyio.sleep(0.05)
+                await bob.send_json({"text": "hi ada"})
+                said = {"type": "message", "user": "bob", "text": "hi ada"}
+                last_id, event = await next_event(ada)
+                assert event == said
+                assert (await next_event(bob))[1] == said
+            assert (await next_event(ada))[1] == {"type": "leave", "user": "bob"}
+            await ada.send_json({"text": "anyone?"})
+        # ada comes back with the last id she saw: what came after it, then live
+        async with client.websocket_connect(f"/chat/lobby?name=ada&since={last_id}") as again:
+            replayed = [(await next_event(again))[1] for _ in range(4)]
+    assert replayed == [
+        {"type": "leave", "user": "bob"},
+        {"type": "message", "user": "ada", "text": "anyone?"},
+        {"type": "leave", "user": "ada"},
+        {"type": "join", "user": "ada"},
+    ]

@@ -353,3 +353,46 @@ async def test_without_the_denial_extension_refusals_close_before_accept() -> No
                 async with client.websocket_connect(path):
                     pass
         assert info.value.status_code == 403
+
+
+async def test_code_after_yield_runs_when_the_peer_leaves() -> None:
+    events: list[str] = []
+
+    async def resource() -> AsyncIterator[str]:
+        events.append("open")
+        yield "r"
+        events.append("closed without try/finally")  # a peer leaving is a normal end
+
+    @plait.websocket("/r")
+    async def handler(ws: WebSocket, r: Annotated[str, use(resource)]) -> None:
+        await ws.accept()
+        await ws.send_text(r)
+        await anyio.sleep_forever()
+
+    async with AsyncTestClient(App(routes=[handler])) as client:
+        async with client.websocket_connect("/r") as ws:
+            assert await ws.receive_text() == "r"
+        await anyio.wait_all_tasks_blocked()
+    assert events == ["open", "closed without try/finally"]
+
+
+async def test_a_handler_error_is_thrown_into_generator_dependencies() -> None:
+    seen: list[str] = []
+
+    async def resource() -> AsyncIterator[str]:
+        try:
+            yield "r"
+        except RuntimeError as exc:
+            seen.append(f"saw {exc}")
+            raise
+
+    @plait.websocket("/e")
+    async def handler(ws: WebSocket, r: Annotated[str, use(resource)]) -> None:
+        await ws.accept()
+        raise RuntimeError("boom")
+
+    async with AsyncTestClient(App(routes=[handler])) as client:
+        async with client.websocket_connect("/e") as ws:
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive_text()
+    assert seen == ["saw boom"]

@@ -164,14 +164,20 @@ class App:
                     scope.setdefault("state", {}).update(state)
                 await send({"type": "lifespan.startup.complete"})
                 started = True
-                await receive()
+                try:
+                    await receive()
+                except (anyio.ClosedResourceError, anyio.EndOfStream):
+                    # the server dropped the lifespan instead of asking for shutdown
+                    logger.info("the lifespan ended without a shutdown message")
+                    started = False
                 await self.close_connections()
         except Exception as exc:
             logger.exception("the application's shutdown failed")
             if started:
                 await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
             return
-        await send({"type": "lifespan.shutdown.complete"})
+        if started:
+            await send({"type": "lifespan.shutdown.complete"})
 
     async def _start(self, stack: AsyncExitStack, scope: Scope) -> Mapping[str, Any] | None:
         if self.hub is not None:

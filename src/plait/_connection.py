@@ -25,7 +25,7 @@ from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._channel import Channel
-from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, WebSocketDisconnect
+from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, first_error
 from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._websocket import WebSocket, validate_close
@@ -260,7 +260,7 @@ class Connection:
 
     def _close_for(self, exc: Exception) -> tuple[int, str]:
         """Choose the close for a handler that raised, and log what deserves it."""
-        error = _first_error(exc)
+        error = first_error(exc)
         path = self.websocket.scope.get("path", "")
         if error is None:
             return (1000, "")
@@ -546,16 +546,3 @@ def _size_over(message: Message, limit: int) -> bool:
     if len(text) * 4 <= limit:
         return False  # even at four bytes a character it fits
     return len(text.encode()) > limit
-
-
-def _first_error(exc: BaseException) -> BaseException | None:
-    """The error that ended a handler: the first leaf that is not a disconnect."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_error(inner)
-            if found is not None:
-                return found
-        return None
-    if isinstance(exc, WebSocketDisconnect):
-        return None
-    return exc

@@ -6,6 +6,8 @@ converted at the boundary into these, so user code only ever catches plait's own
 
 from __future__ import annotations
 
+from anyio import get_cancelled_exc_class
+
 __all__ = (
     "MessageDecodeError",
     "MessageTypeError",
@@ -13,6 +15,7 @@ __all__ = (
     "WebSocketClosed",
     "WebSocketDisconnect",
     "WebSocketStateError",
+    "first_error",
 )
 
 
@@ -84,3 +87,20 @@ class MessageDecodeError(PlaitError, ValueError):
     When a handler lets it escape, the engine closes the connection with 1007 (invalid
     payload data) and logs it as the client's error, not the server's.
     """
+
+
+def first_error(exc: BaseException) -> BaseException | None:
+    """The error that ended something, looking through exception groups.
+
+    A disconnect (the peer left, or the connection was closed) and a cancellation are
+    how connections end, not errors: the result is None when there is nothing else.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_error(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, WebSocketDisconnect | get_cancelled_exc_class()):
+        return None
+    return exc

@@ -153,18 +153,17 @@ async def serve_composed(
             task_group.start_soon(_refuse_incoming, websocket, on_receive, task_group.cancel_scope)
         async with anyio.create_task_group() as stream_group:
             for spec in streams:
-                generator = await resolver.call(spec.plan)
-                stream_group.start_soon(_run_stream, websocket, spec, generator, tag_streams)
+                stream_group.start_soon(_run_stream, websocket, spec, resolver, tag_streams)
         if listener is None:
             task_group.cancel_scope.cancel()  # every stream is done: the connection ends
 
 
 async def _run_stream(
-    websocket: WebSocket,
-    spec: StreamSpec,
-    generator: AsyncGenerator[Any, None],
-    tag: bool,
+    websocket: WebSocket, spec: StreamSpec, resolver: Resolver, tag: bool
 ) -> None:
+    # The generator is made inside its task: a task cancelled before it runs then
+    # leaves no unclosed generator behind (trio warns about those).
+    generator: AsyncGenerator[Any, None] = await resolver.call(spec.plan)
     async with aclosing(generator):
         async for item in generator:
             message: dict[str, Any] | None

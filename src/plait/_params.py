@@ -92,8 +92,10 @@ def use(factory: Callable[..., Any], reuse: bool = True) -> Any:
 
     The factory's own parameters are injected like a handler's (path, query, headers,
     cookies, the WebSocket, other dependencies). A generator factory yields its value and
-    its code after the ``yield`` runs when the connection ends (also when the peer left
-    or the handler failed), in reverse order of setup.
+    its code after the ``yield`` runs when the connection ends, in reverse order of
+    setup: also when the peer left or the server stopped (cancellation is how WebSocket
+    connections end, so it is not thrown into the generator); an exception from the
+    handler is thrown in at the ``yield``, as ``contextlib`` does.
 
     Args:
         factory: A sync or async function, or a sync or async generator function.

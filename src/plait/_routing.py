@@ -16,7 +16,7 @@ import anyio
 
 from ._connection import ConnectionOptions, Heartbeat
 from ._denial import DenialResponse
-from ._exceptions import PlaitError
+from ._exceptions import PlaitError, first_error
 from ._injection import (
     InjectionError,
     InvalidParameters,
@@ -394,7 +394,12 @@ class WebSocketRoute:
             except Deny as exc:
                 await _refuse(websocket, exc.status_code, {"detail": exc.detail}, exc.headers)
         except BaseException as exc:
-            await close_shielded(stack, exc, self.teardown_timeout)
+            # For a WebSocket, cancellation and disconnects (the peer left, the server
+            # is stopping) are how connections end: teardowns run as after a normal
+            # end, so the code after a dependency's `yield` runs. Real errors are
+            # thrown in at the `yield`.
+            error = first_error(exc)
+            await close_shielded(stack, error, self.teardown_timeout)
             raise
         await close_shielded(stack, None, self.teardown_timeout)
 
