@@ -51,16 +51,22 @@ async def test_dashboard_example(path: str) -> None:
 async def test_chat_example_rooms_presence_and_history() -> None:
     from examples.chat import app as chat_app
 
+    async def subscribed(count: int) -> None:
+        with anyio.fail_after(5):
+            # polled: the test watches the app from outside, there is no event to await
+            while chat_app.hub.statistics()["subscriptions"] < count:  # type: ignore[union-attr]  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+
     async def next_event(ws: AsyncWebSocketTestSession) -> tuple[str, dict[str, str]]:
         message = await ws.receive_json()
         return message["id"], message["data"]
 
     async with AsyncTestClient(chat_app) as client:
         async with client.websocket_connect("/chat/lobby?name=ada") as ada:
-            await anyio.sleep(0.05)  # ada's stream is subscribed
+            await subscribed(1)
             async with client.websocket_connect("/chat/lobby?name=bob") as bob:
                 assert (await next_event(ada))[1] == {"type": "join", "user": "bob"}
-                await anyio.sleep(0.05)
+                await subscribed(2)
                 await bob.send_json({"text": "hi ada"})
                 said = {"type": "message", "user": "bob", "text": "hi ada"}
                 last_id, event = await next_event(ada)

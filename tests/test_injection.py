@@ -391,8 +391,10 @@ async def test_a_handler_error_is_thrown_into_generator_dependencies() -> None:
         await ws.accept()
         raise RuntimeError("boom")
 
-    async with AsyncTestClient(App(routes=[handler])) as client:
-        async with client.websocket_connect("/e") as ws:
-            with pytest.raises(WebSocketDisconnect):
-                await ws.receive_text()
+    async with (
+        AsyncTestClient(App(routes=[handler])) as client,
+        client.websocket_connect("/e") as ws,
+    ):
+        with pytest.raises(WebSocketDisconnect):
+            await ws.receive_text()
     assert seen == ["saw boom"]

@@ -1,6 +1,13 @@
-"""Publish/subscribe between connections: in memory, or across processes with Redis."""
+"""Publish/subscribe between connections: in memory, or across processes with Redis.
+
+``RedisBackend`` needs the ``redis`` extra (coredis); it is imported on first use, so
+the rest of this module works without it.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._backend import Backend as Backend
+from ._backend import ChannelUnavailable as ChannelUnavailable
 from ._hub import ChannelMessage as ChannelMessage
 from ._hub import Hub as Hub
 from ._hub import Policy as Policy
@@ -8,12 +15,26 @@ from ._hub import SlowSubscriber as SlowSubscriber
 from ._hub import Subscription as Subscription
 from ._memory import MemoryBackend as MemoryBackend
 
+if TYPE_CHECKING:
+    from ._redis import RedisBackend as RedisBackend
+
 __all__ = (
     "Backend",
     "ChannelMessage",
+    "ChannelUnavailable",
     "Hub",
     "MemoryBackend",
     "Policy",
+    "RedisBackend",
     "SlowSubscriber",
     "Subscription",
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisBackend":
+        from ._redis import RedisBackend
+
+        globals()[name] = RedisBackend
+        return RedisBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

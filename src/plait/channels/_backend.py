@@ -7,7 +7,9 @@ from typing import Protocol
 
 from anyio.abc import TaskStatus
 
-__all__ = ("Backend", "Deliver", "StoredMessage")
+from .._exceptions import PlaitError
+
+__all__ = ("Backend", "ChannelUnavailable", "Deliver", "StoredMessage")
 
 StoredMessage = tuple[str, bytes]
 """A message as a backend keeps it: its id and its encoded payload."""
@@ -17,6 +19,15 @@ Deliver = Callable[[str, str, bytes], None]
 
 It never blocks and never waits on a subscriber.
 """
+
+
+class ChannelUnavailable(PlaitError):
+    """The channels' transport could not serve an operation: unreachable, or it refused.
+
+    Raised by ``hub.publish`` and by a subscribe that replays history while the
+    transport is down, and by ``async with hub`` when it cannot be reached at start. A
+    hub that is already running keeps running and reconnects on its own.
+    """
 
 
 class Backend(Protocol):

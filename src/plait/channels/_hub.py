@@ -174,9 +174,11 @@ class Hub:
         await task_group.__aenter__()
         try:
             await task_group.start(self._run_backend)
-        except BaseException as exc:
+        except BaseException:
+            # Leave the group without handing it the error, which it would wrap in an
+            # exception group: the backend's own error (ChannelUnavailable) goes out.
             task_group.cancel_scope.cancel()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            await task_group.__aexit__(None, None, None)
             raise
         self._task_group = task_group
         return self

@@ -1,0 +1,90 @@
+"""A private redis-server on a free loopback port, to stop and start in fault tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from anyio.abc import Process
+
+__all__ = ("RedisServer", "free_port", "open_redis_server")
+
+
+class RedisServer:
+    """One redis-server process without persistence; ``stop()`` and ``start()`` again
+    on the same port (its data is gone then, as after a real restart)."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}"
+        self._directory = directory
+        self._process: Process | None = None
+
+    async def start(self) -> None:
+        """Start the server and wait until it answers PING."""
+        assert self._process is None, "already running"
+        executable = shutil.which("redis-server")
+        assert executable is not None, "redis-server is not installed"
+        self._process = await anyio.open_process(
+            [
+                executable,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self._directory)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with anyio.fail_after(10):
+            while not await self._answers():
+                assert self._process.returncode is None, "redis-server exited at start"
+                await anyio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """Stop the server (SIGTERM: it exits at once, saving nothing)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with anyio.CancelScope(shield=True):
+            process.terminate()
+            with anyio.move_on_after(5) as scope:
+                await process.wait()
+            if scope.cancelled_caught:
+                process.kill()
+                await process.wait()
+            await process.aclose()
+
+    async def _answers(self) -> bool:
+        try:
+            stream = await anyio.connect_tcp("127.0.0.1", self.port)
+        except OSError:
+            return False
+        async with stream:
+            await stream.send(b"PING\r\n")
+            try:
+                return (await stream.receive()).startswith(b"+PONG")
+            except (anyio.EndOfStream, OSError):
+                return False
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def open_redis_server(directory: Path) -> AsyncIterator[RedisServer]:
+    """Run a private redis-server for the block; ``directory`` is its working dir."""
+    server = RedisServer(free_port(), directory)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -1,0 +1,326 @@
+"""The Redis backend through the hub, against a real Redis, on asyncio and trio.
+
+Redis is taken from ``PLAIT_REDIS_URL`` (default ``redis://127.0.0.1:6379``); without
+one the tests fail. Each test has its own key prefix and removes its keys. The fault
+tests run their own redis-server (``redis-server`` must be installed) on a free port.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import coredis
+import pytest
+from _redis_server import free_port, open_redis_server
+
+from plait.channels import ChannelMessage, ChannelUnavailable, Hub, RedisBackend, Subscription
+
+pytestmark = [
+    pytest.mark.anyio,
+    # coredis 6.9 never closes the memory streams of a connection that failed to
+    # connect, and anyio warns when they are garbage-collected: see `collect_leaks`.
+    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning"),
+]
+
+REDIS_URL = os.environ.get("PLAIT_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture(autouse=True)
+def collect_leaks() -> Iterator[None]:
+    """Collect what coredis leaked while this module's warning filter holds, so that
+    no other test meets the warning."""
+    yield
+    gc.collect()
+
+
+async def _unreachable(url: str) -> str | None:
+    """Why Redis does not answer at ``url``, or None when it does."""
+    try:
+        with anyio.fail_after(3):
+            async with coredis.Redis.from_url(url) as client:
+                await client.ping()
+    except Exception as exc:
+        while isinstance(exc, ExceptionGroup):
+            exc = exc.exceptions[0]
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[coredis.Redis[bytes]]:
+    """A plain client of the test Redis, to look at what the backend did."""
+    problem = await _unreachable(REDIS_URL)
+    if problem is not None:
+        pytest.fail(
+            f"no Redis answers at {REDIS_URL} ({problem}): start redis-server, "
+            "or point PLAIT_REDIS_URL at one",
+            pytrace=False,
+        )
+    async with coredis.Redis.from_url(REDIS_URL) as client:
+        yield client
+
+
+@pytest.fixture
+async def prefix(redis: coredis.Redis[bytes]) -> AsyncIterator[str]:
+    """A key prefix of this test alone; its keys are removed afterwards."""
+    prefix = f"plait-test:{uuid.uuid4().hex}:"
+    yield prefix
+    keys = [key async for key in redis.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await redis.delete(keys)
+
+
+async def receive(subscription: Subscription, count: int) -> list[ChannelMessage]:
+    with anyio.fail_after(5):
+        return [await anext(subscription) for _ in range(count)]
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.01)
+
+
+async def subscribers(redis: coredis.Redis[bytes], topic: str) -> int:
+    counts = await redis.pubsub_numsub(topic)
+    return counts.get(topic.encode(), 0)
+
+
+async def test_bytes_str_and_json_arrive_as_published(prefix: str) -> None:
+    async with (
+        Hub(RedisBackend(REDIS_URL, key_prefix=prefix)) as hub,
+        hub.subscribe("room") as subscription,
+    ):
+        ids = [
+            await hub.publish("room", message)
+            for message in (b"\x00\xffraw", "text é", {"user": "ada", "n": [1, 2]})
+        ]
+        received = await receive(subscription, 3)
+    assert [m.data for m in received] == [b"\x00\xffraw", "text é", {"user": "ada", "n": [1, 2]}]
+    assert [m.id for m in received] == ids
+    assert {m.channel for m in received} == {"room"}
+
+
+@pytest.mark.parametrize("history", [0, 10])
+async def test_hubs_sharing_redis_agree_on_order(prefix: str, history: int) -> None:
+    """Two publishing hubs, one receiving: ids grow in the order Redis delivers."""
+    backends = [RedisBackend(REDIS_URL, history=history, key_prefix=prefix) for _ in range(3)]
+    sent: dict[str, list[str]] = {"a": [], "b": []}
+    async with (
+        Hub(backends[0]) as hub_a,
+        Hub(backends[1]) as hub_b,
+        Hub(backends[2]) as receiver,
+        receiver.subscribe("feed", buffer=100) as subscription,
+    ):
+
+        async def publish(hub: Hub, name: str) -> None:
+            for i in range(40):
+                sent[name].append(await hub.publish("feed", f"{name}{i}"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish, hub_a, "a")
+            tg.start_soon(publish, hub_b, "b")
+        received = await receive(subscription, 80)
+
+    keys = [backends[2].id_key(m.id) for m in received]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == 80
+    for name in ("a", "b"):
+        mine = [m for m in received if m.data.startswith(name)]
+        assert [m.data for m in mine] == [f"{name}{i}" for i in range(40)]
+        assert [m.id for m in mine] == sent[name]
+
+
+async def test_since_replays_kept_messages_then_live(prefix: str) -> None:
+    async with (
+        Hub(RedisBackend(REDIS_URL, history=3, key_prefix=prefix)) as publisher,
+        Hub(RedisBackend(REDIS_URL, history=3, key_prefix=prefix)) as hub,
+    ):
+        ids = [await publisher.publish("chat", i) for i in range(6)]
+        async with hub.subscribe("chat", since=ids[3]) as subscription:
+            live = await publisher.publish("chat", 6)
+            received = await receive(subscription, 3)
+            assert [(m.id, m.data) for m in received] == [(ids[4], 4), (ids[5], 5), (live, 6)]
+        # More missed than kept: the newest `history` come back.
+        async with hub.subscribe("chat", since=ids[0]) as subscription:
+            received = await receive(subscription, 3)
+            assert [m.data for m in received] == [4, 5, 6]
+            assert subscription.statistics()["buffered"] == 0
+
+
+async def test_without_history_since_gives_live_messages_only(prefix: str) -> None:
+    async with Hub(RedisBackend(REDIS_URL, key_prefix=prefix)) as hub:
+        first = await hub.publish("chat", "old")
+        async with hub.subscribe("chat", since=first) as subscription:
+            await hub.publish("chat", "new")
+            assert [m.data for m in await receive(subscription, 1)] == ["new"]
+        assert await hub.backend.history("chat", None) == []
+
+
+async def test_history_age_drops_old_messages(prefix: str, redis: coredis.Redis[bytes]) -> None:
+    backend = RedisBackend(REDIS_URL, history=10, history_age=0.3, key_prefix=prefix)
+    async with Hub(backend) as hub:
+        old = [await hub.publish("news", i) for i in range(3)]
+        await anyio.sleep(0.4)
+        new = await hub.publish("news", 3)
+        async with hub.subscribe("news", since=old[0]) as subscription:
+            assert [(m.id, m.data) for m in await receive(subscription, 1)] == [(new, 3)]
+            assert subscription.statistics()["buffered"] == 0
+        await anyio.sleep(0.4)
+        assert await backend.history("news", None) == []
+        # The stream expires with its last message: idle channel names do not pile up.
+        assert await redis.exists([f"{prefix}history:news"]) == 0
+
+
+async def test_slow_subscriber_policy_is_the_hubs(prefix: str) -> None:
+    async with (
+        Hub(RedisBackend(REDIS_URL, key_prefix=prefix)) as hub,
+        hub.subscribe("fast", buffer=2, policy="drop_oldest") as subscription,
+    ):
+        for i in range(5):
+            await hub.publish("fast", i)
+        await wait_until(lambda: subscription.statistics()["dropped"] == 3)
+        assert [m.data for m in await receive(subscription, 2)] == [3, 4]
+
+
+async def test_last_subscriber_leaving_unsubscribes(
+    prefix: str, redis: coredis.Redis[bytes]
+) -> None:
+    topic = f"{prefix}room"
+    async with Hub(RedisBackend(REDIS_URL, key_prefix=prefix)) as hub:
+        async with hub.subscribe("room"):
+            async with hub.subscribe("room"):
+                assert await subscribers(redis, topic) == 1
+            assert await subscribers(redis, topic) == 1
+        assert await subscribers(redis, topic) == 0
+        assert hub.backend.statistics()["channels"] == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("history", [0, 10])
+async def test_cancelled_subscribers_leave_nothing_listened(
+    prefix: str, redis: coredis.Redis[bytes], history: int
+) -> None:
+    backend = RedisBackend(REDIS_URL, history=history, key_prefix=prefix)
+    async with Hub(backend) as hub:
+        with anyio.CancelScope() as scope:
+            async with hub.subscribe("a", "b") as subscription:
+                await hub.publish("a", 1)
+                await receive(subscription, 1)
+                scope.cancel()
+                await anyio.sleep_forever()
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # cancelled while subscribing
+            async with hub.subscribe("c", "d"):
+                pytest.fail("the subscription should have been cancelled")
+        assert hub.statistics() == {"channels": 0, "subscriptions": 0}
+        assert backend.statistics()["channels"] == 0
+        for channel in "abcd":
+            assert await subscribers(redis, f"{prefix}{channel}") == 0
+
+
+async def test_foreign_messages_do_not_stop_delivery(
+    prefix: str, redis: coredis.Redis[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        Hub(RedisBackend(REDIS_URL, key_prefix=prefix)) as hub,
+        hub.subscribe("room") as subscription,
+    ):
+        with caplog.at_level(logging.ERROR, logger="plait.channels._redis"):
+            await redis.publish(f"{prefix}room", b"not a plait frame")
+            await redis.publish(f"{prefix}room", b"1-0 jnot json")
+            await hub.publish("room", "fine")
+            assert [m.data for m in await receive(subscription, 1)] == ["fine"]
+        assert "could not deliver message 1-0" in caplog.text
+
+
+async def test_message_ids(prefix: str) -> None:
+    backend = RedisBackend(REDIS_URL, history=5, key_prefix=prefix)
+    assert backend.id_key("1700000000000-3") == (1700000000000, 3)
+    assert backend.id_key("17") == (17, 0)
+    for bad in ("", "x-1", "1-x", "-1", "1-2-3", " 1-0", "\u0661-0"):
+        with pytest.raises(ValueError, match="not a message id"):
+            backend.id_key(bad)
+    async with Hub(backend) as hub:
+        with pytest.raises(ValueError, match="not a message id"):
+            async with hub.subscribe("room", since="yesterday"):
+                pass
+
+
+async def test_unreachable_redis_fails_the_start() -> None:
+    backend = RedisBackend(f"redis://:secret@127.0.0.1:{free_port()}")
+    with pytest.raises(ChannelUnavailable, match=r"cannot reach Redis at redis://:\*\*\*@"):
+        await backend.run(lambda *_: None, task_status=anyio.TASK_STATUS_IGNORED)
+
+
+async def test_unreachable_redis_fails_the_hub_start() -> None:
+    with pytest.raises(ChannelUnavailable, match="cannot reach Redis"):
+        async with Hub(RedisBackend(f"redis://127.0.0.1:{free_port()}")):
+            pass
+
+
+async def test_lost_pubsub_connection_loses_nothing(tmp_path: Path) -> None:
+    """Publishers keep reaching Redis while the subscriber's pub/sub connection is
+    killed twice: it reconnects and fills the gap from history, in order, once."""
+    count = 300
+    async with open_redis_server(tmp_path) as server, coredis.Redis.from_url(server.url) as admin:
+        backend = RedisBackend(server.url, history=1000)
+        sent: list[str] = []
+        received: list[ChannelMessage] = []
+        async with (
+            Hub(RedisBackend(server.url, history=1000)) as publisher,
+            Hub(backend) as hub,
+            hub.subscribe("feed", buffer=count) as subscription,
+        ):
+
+            async def publish_all() -> None:
+                for i in range(count):
+                    sent.append(await publisher.publish("feed", i))
+                    await anyio.sleep(0.002)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish_all)
+                with anyio.move_on_after(10):
+                    async for message in subscription:
+                        received.append(message)
+                        if len(received) in (count // 3, 2 * count // 3):
+                            assert await admin.client_kill(type_=coredis.PureToken.PUBSUB) >= 1
+                        if len(received) == count:
+                            break
+        assert [m.data for m in received] == list(range(count))
+        assert [m.id for m in received] == sent
+        statistics = backend.statistics()
+        assert statistics["reconnects"] == 2
+        assert statistics["recovered"] > 0  # the gap was real, and filled
+
+
+async def test_redis_restart(tmp_path: Path) -> None:
+    """Redis stops and starts again: publishing fails meanwhile with a plait error;
+    the hub keeps running and its subscriber gets what is published afterwards."""
+    async with open_redis_server(tmp_path) as server:
+        backend = RedisBackend(server.url, history=10)
+        async with Hub(backend) as hub, hub.subscribe("feed") as subscription:
+            await hub.publish("feed", "before")
+            assert [m.data for m in await receive(subscription, 1)] == ["before"]
+            await server.stop()
+            with pytest.raises(ChannelUnavailable, match="could not publish on 'feed'"):
+                await hub.publish("feed", "during")
+            await server.start()
+            with anyio.fail_after(5):
+                while True:
+                    try:
+                        await hub.publish("feed", "after")
+                        break
+                    except ChannelUnavailable:
+                        await anyio.sleep(0.05)
+            assert [m.data for m in await receive(subscription, 1)] == ["after"]
+            await wait_until(lambda: backend.statistics()["reconnects"] == 1)
+            await hub.publish("feed", "live")
+            assert [m.data for m in await receive(subscription, 1)] == ["live"]
