@@ -1,0 +1,108 @@
+"""Two hypercorn processes (asyncio and trio workers) sharing one Redis.
+
+Each process serves the chat example with ``CHAT_REDIS_URL`` set: a client of the first
+publishes, a client of the second receives everything, in order, nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("PLAIT_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"hypercorn exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"hypercorn did not listen on {port}")
+
+
+@pytest.fixture
+def servers() -> Iterator[dict[str, int]]:
+    """Start ``examples.chat`` under hypercorn twice: asyncio worker and trio worker."""
+    env = {**os.environ, "CHAT_REDIS_URL": REDIS_URL, "PYTHONPATH": str(ROOT)}
+    processes: list[subprocess.Popen[bytes]] = []
+    ports: dict[str, int] = {}
+    try:
+        for worker in ("asyncio", "trio"):
+            port = free_port()
+            command = [sys.executable, "-m", "hypercorn", "-w", "0", "-k", worker,
+                       "-b", f"127.0.0.1:{port}", "examples.chat:app"]  # fmt: skip
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE))
+            ports[worker] = port
+        deadline = time.monotonic() + 20
+        for process, port in zip(processes, ports.values(), strict=True):
+            wait_for_port(port, process, deadline)
+        yield ports
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
+
+
+def test_a_message_published_in_one_process_reaches_the_other(servers: dict[str, int]) -> None:
+    room = f"room-{uuid.uuid4().hex}"
+    count = 200
+    # since=0-0 on a fresh room: the whole history first (its own join, published
+    # before its stream subscribed), then live messages, with no gap
+    receiver_url = f"ws://127.0.0.1:{servers['trio']}/chat/{room}?name=receiver&since=0-0"
+    sender_url = f"ws://127.0.0.1:{servers['asyncio']}/chat/{room}?name=sender"
+    with connect(receiver_url, open_timeout=10) as receiver:
+        assert json.loads(receiver.recv(timeout=10))["data"] == {
+            "type": "join",
+            "user": "receiver",
+        }
+        # The sender's own stream echoes the room to it too; it never reads them, so
+        # it must not stop reading the socket (max_queue) or it would not see the
+        # server's close frame queued behind them and wait out its close timeout.
+        with connect(sender_url, open_timeout=10, max_queue=None) as sender:
+            joined = json.loads(receiver.recv(timeout=10))["data"]
+            assert joined == {"type": "join", "user": "sender"}  # across the processes
+            for i in range(count):
+                sender.send(json.dumps({"text": f"message {i}"}))
+            texts: list[str] = []
+            ids: list[str] = []
+            while len(texts) < count:
+                event = json.loads(receiver.recv(timeout=10))
+                if event["data"]["type"] == "message":
+                    texts.append(event["data"]["text"])
+                    ids.append(event["id"])
+    assert texts == [f"message {i}" for i in range(count)]  # in order, nothing lost
+    keys = [tuple(int(part) for part in i.split("-")) for i in ids]
+    assert keys == sorted(keys)
+    assert len(set(ids)) == count
