@@ -63,3 +63,12 @@ async def open_session(
         client.websocket_connect(path) as session,
     ):
         yield session
+
+
+async def closed(session: AsyncWebSocketTestSession) -> plait.WebSocketDisconnect:
+    """Receive until the application closes the connection; return how it closed."""
+    while True:
+        try:
+            await session.receive()
+        except plait.WebSocketDisconnect as exc:
+            return exc

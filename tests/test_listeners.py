@@ -13,8 +13,9 @@ import msgspec
 import pytest
 
 import plait
-from plait import App, Heartbeat, Listener, WebSocket, WebSocketDisconnect, WebSocketRoute
-from plait.testing import AsyncTestClient, AsyncWebSocketTestSession, WebSocketDenied
+from _support import closed
+from plait import App, Heartbeat, Listener, WebSocket, WebSocketRoute
+from plait.testing import AsyncTestClient, WebSocketDenied
 
 pytestmark = pytest.mark.anyio
 
@@ -37,15 +38,6 @@ class Point:
 class Movie(TypedDict):
     title: str
     year: int
-
-
-async def closed(session: AsyncWebSocketTestSession) -> WebSocketDisconnect:
-    """Receive until the server closes; return how."""
-    while True:
-        try:
-            await session.receive()
-        except WebSocketDisconnect as exc:
-            return exc
 
 
 # -- 1. typed listeners -----------------------------------------------------------------

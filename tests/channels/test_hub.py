@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 import plait
-from plait import App, WebSocketDisconnect
+from _support import closed
+from plait import App
 from plait.channels import ChannelMessage, Hub, MemoryBackend, SlowSubscriber
 from plait.testing import AsyncTestClient
 
@@ -145,14 +146,6 @@ async def test_the_app_runs_the_hub_and_injects_it() -> None:
         for session in (a, b):
             got: dict[str, Any] = await session.receive_json()
             assert (got["channel"], got["data"]) == ("x", "hello")
-
-
-async def closed(session: Any) -> WebSocketDisconnect:
-    while True:
-        try:
-            await session.receive()
-        except WebSocketDisconnect as exc:
-            return exc
 
 
 async def test_a_too_slow_subscriber_stream_closes_with_1013() -> None:
