@@ -43,7 +43,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        """WebSocket URL of the echo app."""
+        """WebSocket URL of the server's root path (the echo apps answer there)."""
         return f"ws://{HOST}:{self.port}/"
 
 
@@ -91,12 +91,13 @@ def _last_line(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_server(worker: str, app: str) -> Iterator[Server]:
-    """Run ``hypercorn benchmarks.apps:APP`` on the server core for the duration of the block.
+def run_server(worker: str, app: str, module: str = "benchmarks.apps") -> Iterator[Server]:
+    """Run ``hypercorn MODULE:APP`` on the server core for the duration of the block.
 
     Args:
         worker: hypercorn worker class (``asyncio``, ``trio``, ``uvloop``).
-        app: Name of an app in `benchmarks.apps`.
+        app: Name of an app in `module`.
+        module: The module hypercorn imports the app from (`benchmarks.apps` by default).
 
     Yields:
         The server, already listening. Its `Server.log` is filled in after the block.
@@ -118,7 +119,7 @@ def run_server(worker: str, app: str) -> Iterator[Server]:
         "2048",
         "-b",
         f"{HOST}:{port}",
-        f"benchmarks.apps:{app}",
+        f"{module}:{app}",
     ]
     fd, name = tempfile.mkstemp(prefix=f"plait-bench-{worker}-{app}-", suffix=".log")
     log_path = Path(name)
@@ -166,11 +167,7 @@ def run_client(
     Raises:
         RuntimeError: The client failed, timed out or printed no JSON.
     """
-    command = [
-        *pin(CLIENT_CPU),
-        sys.executable,
-        "-m",
-        "benchmarks.client",
+    arguments = [
         f"--url={server.url}",
         f"--server-pid={server.process.pid}",
         f"--conns={conns}",
@@ -178,13 +175,31 @@ def run_client(
         f"--warmup={warmup}",
         f"--payload={payload}",
     ]
+    return run_json_client("benchmarks.client", arguments, duration + warmup + CLIENT_SLACK)
+
+
+def run_json_client(module: str, arguments: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m MODULE ARGUMENTS`` on the client core; return its last line as JSON.
+
+    Args:
+        module: The client module, for example ``benchmarks.client``.
+        arguments: Its command-line arguments.
+        timeout: Seconds after which the client is killed.
+
+    Returns:
+        The JSON object the client printed last.
+
+    Raises:
+        RuntimeError: The client failed, timed out or printed no JSON.
+    """
+    command = [*pin(CLIENT_CPU), sys.executable, "-m", module, *arguments]
     try:
         done = subprocess.run(
             command,
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=duration + warmup + CLIENT_SLACK,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:

@@ -67,7 +67,7 @@ def unavailable_reason(name: str, payload: str = "text") -> str | None:
     return None
 
 
-async def _serve_lifespan(receive: Receive, send: Send) -> None:
+async def serve_lifespan(receive: Receive, send: Send) -> None:
     """Answer lifespan startup and shutdown so hypercorn starts without warnings."""
     while True:
         message = await receive()
@@ -108,7 +108,7 @@ async def raw(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await _echo_raw(receive, send)
     elif scope["type"] == "lifespan":
-        await _serve_lifespan(receive, send)
+        await serve_lifespan(receive, send)
     else:
         await _send_not_found(send)
 
@@ -125,7 +125,7 @@ async def plait(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await _plait.serve_connection(scope, receive, send, _plait_echo)
     elif scope["type"] == "lifespan":
-        await _serve_lifespan(receive, send)
+        await serve_lifespan(receive, send)
     else:
         await _send_not_found(send)
 
@@ -166,7 +166,7 @@ async def floor(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await _floor_echo(receive, send)
     elif scope["type"] == "lifespan":
-        await _serve_lifespan(receive, send)
+        await serve_lifespan(receive, send)
     else:
         await _send_not_found(send)
 
@@ -240,7 +240,7 @@ async def raw_json(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await _echo_raw_json(receive, send)
     elif scope["type"] == "lifespan":
-        await _serve_lifespan(receive, send)
+        await serve_lifespan(receive, send)
     else:
         await _send_not_found(send)
 

@@ -21,7 +21,7 @@ import anyio
 from websockets.sync.client import connect
 
 import plait
-from benchmarks.apps import _serve_lifespan as serve_lifespan
+from benchmarks.apps import serve_lifespan
 from plait.testing import run_hypercorn
 from plait.types import Receive, Scope, Send
 

@@ -16,42 +16,34 @@ baseline app measured in the same round; the JSON goes to ``benchmarks/results/`
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from benchmarks import apps as bench_apps
-from benchmarks._processes import ROOT, Server, pin, run_client, run_server
-from benchmarks._report import (
-    BUSY_MACHINE_FRACTION,
-    Measurement,
-    busy_machine,
-    client_bound,
-    render_markdown,
-    summarize,
-    unsaturated,
+from benchmarks._processes import Server, run_client, run_server
+from benchmarks._report import Measurement, render_markdown, summarize
+from benchmarks._runner import (
+    csv_list,
+    exit_on_sigterm,
+    note_server_log,
+    percent,
+    rotated,
+    run_meta,
+    warn,
+    write_results,
 )
 
-RESULTS = ROOT / "benchmarks" / "results"
 PACKAGES = ("plait", "hypercorn", "anyio", "trio", "picows", "starlette", "litestar", "msgspec")
 DEFAULT_APPS = {"text": bench_apps.NAMES, "json": bench_apps.JSON_NAMES}
 """The apps each payload runs unless ``--apps`` says otherwise."""
 BASELINES = {"text": "raw", "json": "raw_json"}
 """The raw ASGI app each payload's ratios divide by unless ``--baseline`` says otherwise."""
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -61,16 +53,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds per worker (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds (default 4, quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (default 1, quick 0.5)")
-    parser.add_argument("--workers", type=_csv, default=["asyncio", "trio"])
+    parser.add_argument("--workers", type=csv_list, default=["asyncio", "trio"])
     parser.add_argument(
         "--payload",
         choices=sorted(DEFAULT_APPS),
         default="text",
         help="text: 64 bytes echoed as they are; json: a typed echo through a msgspec Struct",
     )
-    parser.add_argument("--apps", type=_csv, help="default: every app of the payload")
+    parser.add_argument("--apps", type=csv_list, help="default: every app of the payload")
     parser.add_argument("--baseline", help="app the ratios divide by (raw, or raw_json for json)")
-    parser.add_argument("--conns", type=lambda t: [int(c) for c in _csv(t)], default=[1, 50])
+    parser.add_argument("--conns", type=lambda t: [int(c) for c in csv_list(t)], default=[1, 50])
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 s")
     args = parser.parse_args(argv)
     args.apps = args.apps if args.apps is not None else list(DEFAULT_APPS[args.payload])
@@ -90,12 +82,6 @@ def _available(apps: Sequence[str], payload: str) -> tuple[list[str], dict[str, 
     for app, reason in skipped.items():
         print(f"note: skipping {app}: {reason}", flush=True)
     return [a for a in apps if a not in skipped], skipped
-
-
-def _rotated(apps: Sequence[str], round_index: int) -> list[str]:
-    """The apps in the order of this round, so that no app always runs first or last."""
-    shift = round_index % len(apps)
-    return [*apps[shift:], *apps[:shift]]
 
 
 def _measure(cell: Measurement, server: Server, args: argparse.Namespace) -> Measurement:
@@ -119,10 +105,6 @@ def _measure(cell: Measurement, server: Server, args: argparse.Namespace) -> Mea
     return cell
 
 
-def _percent(value: float | None) -> str:
-    return "?" if value is None else f"{value:.0%}"
-
-
 def _progress(cell: Measurement) -> None:
     head = f"{cell.worker:<7} round {cell.round + 1}  {cell.app:<23} {cell.conns:>4} conns"
     if cell.failure:
@@ -130,24 +112,11 @@ def _progress(cell: Measurement) -> None:
         return
     rate = cell.messages_per_s or 0.0
     print(
-        f"{head}  {rate:>9,.0f} msg/s  CPU server {_percent(cell.server_cpu_fraction):>4}"
-        f" client {_percent(cell.client_cpu_fraction):>4}"
-        f" other {_percent(cell.other_cpu_fraction):>4}  errors {cell.errors}",
+        f"{head}  {rate:>9,.0f} msg/s  CPU server {percent(cell.server_cpu_fraction):>4}"
+        f" client {percent(cell.client_cpu_fraction):>4}"
+        f" other {percent(cell.other_cpu_fraction):>4}  errors {cell.errors}",
         flush=True,
     )
-
-
-def _note_server_log(cells: list[Measurement], server: Server | None) -> None:
-    """Attach the count of tracebacks in the server's log, and say so when there are any."""
-    if server is None:
-        return
-    count = server.log.count("Traceback")
-    for cell in cells:
-        cell.server_tracebacks = count
-    if count:
-        errors = [ln for ln in server.log.splitlines() if "Error" in ln or "Exception" in ln]
-        last = errors[-1].strip() if errors else "?"
-        print(f"  note: {count} traceback(s) in the server log, last: {last}", flush=True)
 
 
 def _serve_and_measure(
@@ -165,81 +134,13 @@ def _serve_and_measure(
             if cell.client is None and cell.failure is None:
                 cell.failure = str(exc)
                 _progress(cell)
-    _note_server_log(cells, server)
+    note_server_log(cells, server)
     return cells
 
 
-def _git_revision() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
-
-
-def _versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def _meta(args: argparse.Namespace, started: str, skipped: dict[str, str]) -> dict[str, Any]:
-    return {
-        "started": started,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "pinned": bool(pin(0)),
-        "load_average_end": os.getloadavg(),
-        "git_revision": _git_revision(),
-        "versions": _versions(),
-        "args": dict(vars(args)),
-        "skipped": skipped,
-    }
-
-
 def _write_json(document: dict[str, Any], started: str, payload: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / (f"echo-{started}.json" if payload == "text" else f"echo-json-{started}.json")
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
-
-
-def _warn(cells: list[Measurement], top_conns: int) -> None:
-    """Point out the measurements whose throughput says more about the machine than the app."""
-    for cell in client_bound(cells):
-        print(
-            f"WARNING: client-bound: {cell.worker} round {cell.round + 1} {cell.app} "
-            f"{cell.conns} conns: the client used {cell.client_cpu_fraction:.0%} of its core; "
-            "the server's figure is a lower bound",
-            flush=True,
-        )
-    for cell in unsaturated(cells, top_conns):
-        print(
-            f"WARNING: server not saturated: {cell.worker} round {cell.round + 1} {cell.app} "
-            f"{cell.conns} conns: the server used {cell.server_cpu_fraction:.0%} of its core; "
-            "another process probably shared it, so trust the per-CPU ratio for that round",
-            flush=True,
-        )
-    if busy := busy_machine(cells):
-        worst = max(c.other_cpu_fraction or 0.0 for c in busy)
-        print(
-            f"WARNING: busy machine: in {len(busy)} of {len(cells)} measurements other "
-            f"processes used more than {BUSY_MACHINE_FRACTION:.0%} of a core (up to {worst:.0%});"
-            " ratios of those rounds are noisier",
-            flush=True,
-        )
+    name = f"echo-{started}.json" if payload == "text" else f"echo-json-{started}.json"
+    return write_results(document, name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,13 +154,13 @@ def run(args: argparse.Namespace) -> int:
     cells: list[Measurement] = []
     for worker in args.workers:
         for round_index in range(args.rounds):
-            for app in _rotated(apps, round_index):
+            for app in rotated(apps, round_index):
                 cells += _serve_and_measure(worker, round_index, app, args)
     groups = summarize(cells, args.workers, apps, args.conns, args.baseline)
     print()
     print(render_markdown(groups, apps, args.baseline))
-    _warn(cells, max(args.conns))
-    meta = _meta(args, started, skipped) | {
+    warn(cells, max(args.conns))
+    meta = run_meta(args, started, PACKAGES, skipped) | {
         "load_average_start": load,
         "elapsed_s": round(time.monotonic() - clock, 1),
     }
@@ -273,14 +174,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in cells) else 2
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM into SystemExit so that every running server is stopped on the way out."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         return run(_parse_args(argv))
     except KeyboardInterrupt:
