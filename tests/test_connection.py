@@ -497,3 +497,25 @@ async def test_messages_read_before_the_disconnect_are_not_an_error(
                     await anyio.lowlevel.checkpoint()
                 await session.close()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_disconnect_racing_a_failing_send_in_a_child_is_no_error() -> None:
+    # One child is cancelled (Cancelled) while another fails to send because the peer
+    # left (WebSocketClosed): trio reports both in one group; neither is an error.
+    async def doomed_sender(ws: WebSocket) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            await ws.send_text("too late")  # the peer is gone: WebSocketClosed
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        ws.task_group.start_soon(anyio.sleep_forever)
+        ws.task_group.start_soon(doomed_sender, ws)
+        await ws.send_text("ready")
+        await anyio.sleep_forever()
+
+    for _ in range(5):
+        async with open_session(handler) as session:  # would re-raise an app error
+            assert await session.receive_text() == "ready"
+            await session.close()

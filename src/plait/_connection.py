@@ -256,6 +256,18 @@ class Connection:
                     children.cancel_scope.cancel()
         except Exception as exc:  # an ExceptionGroup too; never a cancellation
             return self._close_for(exc)
+        except BaseExceptionGroup as group:
+            # trio can report a cancellation together with errors raised as the
+            # connection ended (a child's send after the peer left): the
+            # cancellations go back to their scope, the errors are judged as usual.
+            cancelled, rest = group.split(get_cancelled_exc_class())
+            errors, others = rest.split(Exception) if rest is not None else (None, None)
+            if others is not None:
+                raise  # KeyboardInterrupt, SystemExit: not ours to judge
+            final = self._close_for(errors) if errors is not None else (1000, "")
+            if cancelled is not None:
+                raise cancelled from None
+            return final
         return (1000, "")
 
     def _close_for(self, exc: Exception) -> tuple[int, str]:
