@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from plait import App, RouteConflictError, WebSocketRoute
-from plait._routing import PathTemplate
+from plait._paths import PathTemplate
 
 
 @pytest.mark.parametrize(

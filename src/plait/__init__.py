@@ -33,7 +33,7 @@ from ._params import Ignore as Ignore
 from ._params import Path as Path
 from ._params import Query as Query
 from ._params import use as use
-from ._routing import RouteConflictError as RouteConflictError
+from ._paths import RouteConflictError as RouteConflictError
 from ._routing import WebSocketRoute as WebSocketRoute
 from ._routing import listener as listener
 from ._routing import stream as stream

@@ -13,7 +13,8 @@ from ._class_listener import Listener
 from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
 from ._lifespan import fallback_lifespan
-from ._routing import RouteConflictError, WebSocketRoute
+from ._paths import RouteConflictError
+from ._routing import WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
 from ._websocket import WebSocket
 from .channels._hub import Hub
