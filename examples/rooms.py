@@ -5,11 +5,14 @@ Connect to ``ws://127.0.0.1:8000/rooms/lobby?name=ada`` with header ``x-token: s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import plait
 from plait import Deny, Header, WebSocket, use
+
+logger = logging.getLogger(__name__)
 
 
 def current_user(token: Annotated[str | None, Header("x-token")] = None) -> str:
@@ -21,9 +24,9 @@ def current_user(token: Annotated[str | None, Header("x-token")] = None) -> str:
 
 async def session(user: Annotated[str, use(current_user)]) -> AsyncIterator[str]:
     """A per-connection resource: the code after ``yield`` runs however it ends."""
-    print(f"{user} joined")
+    logger.info("%s joined", user)
     yield f"session of {user}"
-    print(f"{user} left")
+    logger.info("%s left", user)
 
 
 @plait.websocket("/rooms/{room}")

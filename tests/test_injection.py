@@ -398,3 +398,24 @@ async def test_a_handler_error_is_thrown_into_generator_dependencies() -> None:
         with pytest.raises(WebSocketDisconnect):
             await ws.receive_text()
     assert seen == ["saw boom"]
+
+
+async def test_msgspec_constraints_on_parameters_are_enforced() -> None:
+    import msgspec
+
+    @plait.websocket("/m")
+    async def handler(
+        ws: WebSocket,
+        interval: Annotated[float, msgspec.Meta(ge=0.05)] = 1.0,
+        tag: Annotated[str, Query(), msgspec.Meta(max_length=3)] = "a",
+    ) -> None:
+        await ws.accept()
+        await ws.send_json([interval, tag])
+
+    app = App(routes=[handler])
+    assert await reply(app, "/m?interval=0.5&tag=abc") == [0.5, "abc"]
+    denied = await denial(app, "/m?interval=0.01&tag=abcd")
+    assert plait._codec.decode_json(denied.body)["errors"] == [
+        {"source": "query", "name": "interval", "message": "Expected `float` >= 0.05"},
+        {"source": "query", "name": "tag", "message": "Expected `str` of length <= 3"},
+    ]

@@ -178,7 +178,10 @@ def _plan_parameter(
     if source.kind == "path" and key not in path_params:
         raise InjectionError(f"{_name(chain[-1])}: the path has no parameter {key!r}")
     many = typing.get_origin(_without_none(base)) in _MANY_ORIGINS
-    return Parameter(name, source.kind, key=key, annotation=base, default=default, many=many)
+    # Keep the metadata that is not plait's (msgspec.Meta(ge=...), ...): it validates.
+    constraints = tuple(m for m in markers if not isinstance(m, Source | Dependency))
+    target = Annotated[(base, *constraints)] if constraints else base
+    return Parameter(name, source.kind, key=key, annotation=target, default=default, many=many)
 
 
 def _without_none(annotation: Any) -> Any:
