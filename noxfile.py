@@ -51,3 +51,11 @@ def bench(session: nox.Session) -> None:
     quick = ["--quick"] if "--quick" in session.posargs else []
     session.run("python", "-m", "benchmarks.fanout", *quick)
     session.run("python", "-m", "benchmarks.cancel_latency")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The chat example on hypercorn's trio worker, with its page at http://127.0.0.1:8000/."""
+    session.install("-e", ".", "hypercorn>=0.17", "trio>=0.27")
+    session.log("chat demo: point a browser at http://127.0.0.1:8000/ (Ctrl+C stops it)")
+    session.run("hypercorn", "-k", "trio", "-b", "127.0.0.1:8000", "examples.chat:app")

@@ -67,3 +67,11 @@ def test_ci_runs_the_readme_test_command() -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert command in ci_lines
+
+
+def test_the_readme_demo_command_runs_the_demo_session() -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- demo-command -->\s*```(?:sh|bash|console)?\n(.+?)\n```", readme)
+    assert match, "the README marks its demo command with <!-- demo-command -->"
+    assert match.group(1).strip().endswith("nox -s demo")
+    assert "def demo(" in (ROOT / "noxfile.py").read_text()

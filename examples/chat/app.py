@@ -9,19 +9,26 @@ One route serves both directions at once: a listener publishes what the client s
 stream pushes what the room says. In one process the hub is in memory; set
 ``CHAT_REDIS_URL=redis://127.0.0.1:6379`` to share rooms between processes through
 Redis.
+
+The same app serves a browser page for the chat at ``http://127.0.0.1:8000/``: plain HTML
+and JavaScript from ``static/``, answered by a few lines of ASGI passed to the App as its
+HTTP ``fallback``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
 from typing import Annotated
 
+import anyio
 import msgspec
 
 import plait
 from plait import Hub, Query
 from plait.channels import Backend, ChannelMessage, MemoryBackend
+from plait.types import Receive, Scope, Send
 
 HISTORY = 100
 
@@ -71,4 +78,34 @@ async def hear(
             yield message
 
 
-app = plait.App(routes=[chat], hub=Hub(make_backend()))
+CONTENT_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+}
+STATIC = Path(__file__).parent / "static"
+# Only the files found here at import can be served: no path from a request reaches the disk.
+PAGES = {f"/{file.name}": file for file in STATIC.iterdir() if file.suffix in CONTENT_TYPES}
+PAGES["/"] = STATIC / "index.html"
+
+
+async def static_files(scope: Scope, receive: Receive, send: Send) -> None:
+    """HTTP for the page: ``GET /`` and the files of ``static/``; 404 for anything else."""
+    if scope["type"] != "http":
+        return  # no lifespan to run: returning at once says so
+    file = PAGES.get(scope["path"])
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    if file is None:
+        status, body = 404, b"Not Found"
+    elif scope["method"] not in ("GET", "HEAD"):
+        status, body = 405, b"Method Not Allowed"
+        headers.append((b"allow", b"GET, HEAD"))
+    else:
+        status, body = 200, await anyio.Path(file).read_bytes()  # read again: edits show
+        headers = [(b"content-type", CONTENT_TYPES[file.suffix]), (b"cache-control", b"no-cache")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+app = plait.App(routes=[chat], hub=Hub(make_backend()), fallback=static_files)
