@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.8")
-    paths = ["src", "tests", "benchmarks", "examples", "noxfile.py"]
+    paths = ["src", "tests", "benchmarks", "examples", "docs", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
@@ -59,3 +59,19 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".", "hypercorn>=0.17", "trio>=0.27")
     session.log("chat demo: point a browser at http://127.0.0.1:8000/ (Ctrl+C stops it)")
     session.run("hypercorn", "-k", "trio", "-b", "127.0.0.1:8000", "examples.chat:app")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation: sphinx-build -W (every warning an error) into docs/_build/html."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )

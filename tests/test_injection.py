@@ -419,3 +419,22 @@ async def test_msgspec_constraints_on_parameters_are_enforced() -> None:
         {"source": "query", "name": "interval", "message": "Expected `float` >= 0.05"},
         {"source": "query", "name": "tag", "message": "Expected `str` of length <= 3"},
     ]
+
+
+async def test_deny_from_a_listener_closes_with_1008() -> None:
+    @plait.listener("/l")
+    async def guarded(data: str) -> str:
+        if data == "forbidden":
+            raise Deny(403, "not allowed")
+        return data
+
+    async with (
+        AsyncTestClient(App(routes=[guarded])) as client,
+        client.websocket_connect("/l") as ws,
+    ):
+        await ws.send_text("ok")
+        assert await ws.receive_text() == "ok"
+        await ws.send_text("forbidden")
+        with pytest.raises(WebSocketDisconnect) as info:
+            await ws.receive_text()
+    assert (info.value.code, info.value.reason) == (1008, "not allowed")

@@ -70,3 +70,19 @@ def test_conflicting_routes_are_reported_when_the_app_is_built() -> None:
     app = App(routes=[first, WebSocketRoute("/a/{x:int}")])  # different converter: no clash
     with pytest.raises(RouteConflictError):
         app.include_routes(second)
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "expected"),
+    [
+        ("/api/chat", "/api", "/chat"),
+        ("/api", "/api", "/"),
+        ("/apiary/x", "/api", "/apiary/x"),  # a prefix of a segment is not a mount
+        ("/chat", "", "/chat"),
+        ("/api/chat", "/api/", "/chat"),
+    ],
+)
+def test_the_route_path_is_the_path_below_the_mount(path: str, root: str, expected: str) -> None:
+    from plait._app import _route_path
+
+    assert _route_path({"path": path, "root_path": root}) == expected

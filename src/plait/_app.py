@@ -212,8 +212,8 @@ def _route_path(scope: Scope) -> str:
     """The path below the mount point: Starlette keeps ``root_path`` in ``path``."""
     path: str = scope.get("path", "/")
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
+    if root and (path == root or path.startswith(root.rstrip("/") + "/")):
+        path = path[len(root.rstrip("/")) :]
     return path if path.startswith("/") else "/" + path
 
 

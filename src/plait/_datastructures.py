@@ -101,7 +101,9 @@ class Address(NamedTuple):
     """A network peer: host and port."""
 
     host: str
+    """The peer's IP address or host name."""
     port: int
+    """The peer's port."""
 
 
 class State:

@@ -120,11 +120,13 @@ AsyncResource: TypeAlias = AsyncGenerator[T, None]
 
 
 class Deny(PlaitError):
-    """Raise from a dependency (or a handler, before ``accept()``) to refuse the handshake.
+    """Raise from a dependency or a handler to refuse the client.
 
-    The client gets an HTTP response with ``status_code`` and the JSON body
-    ``{"detail": detail}`` (a close before accept where the server lacks the denial
-    extension). It is the client's error, so it is not logged as a server error.
+    Before ``accept()`` the client gets an HTTP response with ``status_code`` and the
+    JSON body ``{"detail": detail}`` (a close before accept where the server lacks the
+    denial extension). After it (from a handler, a listener or a stream) the connection
+    closes with 1008 (policy violation) and ``detail`` as the reason. It is the client's
+    error, so it is logged at INFO, never as a server error.
 
     Args:
         status_code: The HTTP status, for example 401 or 403.

@@ -296,8 +296,12 @@ class WebSocketRoute:
             except InvalidParameters as exc:
                 body = {"detail": "invalid parameters", "errors": exc.errors}
                 await _refuse(websocket, 400, body)
-            except Deny as exc:
-                await _refuse(websocket, exc.status_code, {"detail": exc.detail}, exc.headers)
+            except (Deny, BaseExceptionGroup) as exc:
+                # A listener's or a stream's Deny comes wrapped in their task group.
+                deny = _find_deny(exc)
+                if deny is None:
+                    raise
+                await _refuse(websocket, deny.status_code, {"detail": deny.detail}, deny.headers)
         except BaseException as exc:
             # For a WebSocket, cancellation and disconnects (the peer left, the server
             # is stopping) are how connections end: teardowns run as after a normal
@@ -359,6 +363,17 @@ class WebSocketRoute:
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", None)
         return f"WebSocketRoute({self.path!r}, handler={name})"
+
+
+def _find_deny(exc: BaseException) -> Deny | None:
+    if isinstance(exc, Deny):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_deny(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _refuse(

@@ -58,8 +58,14 @@ class ChannelMessage:
 class Subscription:
     """Messages from one or more channels, as ``async for message in subscription``.
 
-    Made by :meth:`Hub.subscribe`. Each subscription has its own bounded buffer; the
-    publisher never waits for it. ``dropped`` counts what the policy dropped.
+    Made by :meth:`Hub.subscribe`, not directly. Each subscription has its own bounded
+    buffer; the publisher never waits for it.
+
+    Attributes:
+        channels: The channels subscribed to.
+        buffer: How many live messages may wait before ``policy`` applies.
+        policy: What a full buffer does with a new message.
+        dropped: How many messages the policy dropped so far.
     """
 
     def __init__(
