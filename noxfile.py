@@ -29,9 +29,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over src/."""
+    """mypy --strict over src/ and examples/ (what users' strict code sees)."""
     session.install("-e", ".[typecheck]")
-    session.run("mypy", "--strict", "src/plait")
+    session.run("mypy", "--strict", "src/plait", "examples")
 
 
 @nox.session(python=PYTHON)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from functools import partial
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 import anyio
 
@@ -155,14 +155,29 @@ class WebSocketRoute:
         self.handler, self._plan = handler, plan
         self._refresh(namespace)
 
+    @overload
+    def listener(self, func: ListenerT, /) -> ListenerT: ...
+
+    @overload
     def listener(
         self,
-        func: ListenerT | None = None,
+        func: None = None,
+        /,
         *,
         mode: Literal["text", "binary"] = "text",
         on_invalid: InvalidMessagePolicy = "close",
         concurrency: int = 1,
-    ) -> Any:
+    ) -> Callable[[ListenerT], ListenerT]: ...
+
+    def listener(
+        self,
+        func: ListenerT | None = None,
+        /,
+        *,
+        mode: Literal["text", "binary"] = "text",
+        on_invalid: InvalidMessagePolicy = "close",
+        concurrency: int = 1,
+    ) -> ListenerT | Callable[[ListenerT], ListenerT]:
         """Register the route's listener: called once per message, its result sent back.
 
         Use as ``@route.listener`` or ``@route.listener(mode="binary", ...)``. Its
@@ -212,13 +227,27 @@ class WebSocketRoute:
         self._listener_class = listener_class
         self._refresh(namespace)
 
+    @overload
+    def stream(self, func: StreamT, /) -> StreamT: ...
+
+    @overload
     def stream(
         self,
-        func: StreamT | None = None,
+        func: None = None,
+        /,
         *,
         name: str | None = None,
         mode: Literal["text", "binary"] = "text",
-    ) -> Any:
+    ) -> Callable[[StreamT], StreamT]: ...
+
+    def stream(
+        self,
+        func: StreamT | None = None,
+        /,
+        *,
+        name: str | None = None,
+        mode: Literal["text", "binary"] = "text",
+    ) -> StreamT | Callable[[StreamT], StreamT]:
         """Register a stream: an async generator whose items are pushed to the client.
 
         Use as ``@route.stream`` or ``@route.stream(name=..., mode=...)``; a route may
