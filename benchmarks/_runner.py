@@ -10,9 +10,10 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -142,3 +143,13 @@ def warn(cells: Sequence[Measurement], top_conns: int) -> None:
 def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Turn SIGTERM into SystemExit so that every running server is stopped on the way out."""
     raise SystemExit(128 + signum)
+
+
+def cli_main(run: Callable[[argparse.Namespace], int], namespace: argparse.Namespace) -> int:
+    """Run a benchmark runner: stop cleanly on SIGTERM and Ctrl-C, return its status."""
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        return run(namespace)
+    except KeyboardInterrupt:
+        print("interrupted; every server started was stopped", file=sys.stderr)
+        return 130

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -29,8 +28,8 @@ from benchmarks import apps as bench_apps
 from benchmarks._processes import Server, run_client, run_server
 from benchmarks._report import Measurement, render_markdown, summarize
 from benchmarks._runner import (
+    cli_main,
     csv_list,
-    exit_on_sigterm,
     note_server_log,
     percent,
     rotated,
@@ -176,12 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    try:
-        return run(_parse_args(argv))
-    except KeyboardInterrupt:
-        print("interrupted; every server started was stopped", file=sys.stderr)
-        return 130
+    return cli_main(run, _parse_args(argv))
 
 
 if __name__ == "__main__":
