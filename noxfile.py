@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.8")
-    paths = ["src", "tests", "benchmarks", "examples", "docs", "noxfile.py"]
+    paths = ["src", "tests", "benchmarks", "examples", "docs", "conftest.py", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 

@@ -244,6 +244,8 @@ def example_is_tested(target: Path) -> bool:
     """Whether a test module names the example (``examples.echo``, or ``"echo"`` in a
     module about the examples): the docs show only code the suite runs."""
     parts = target.relative_to(EXAMPLES).with_suffix("").parts
+    if parts[-1].startswith("test_"):
+        return True  # an example test module: pytest collects examples/ too
     name = parts[0]  # a package example (examples/chat/app.py) is run as examples.chat
     for test in (ROOT / "tests").rglob("*.py"):
         if test.resolve() == Path(__file__).resolve():

@@ -83,3 +83,23 @@ async def test_chat_example_rooms_presence_and_history() -> None:
         {"type": "leave", "user": "ada"},
         {"type": "join", "user": "ada"},
     ]
+
+
+async def test_class_listener_example_keeps_state_per_connection() -> None:
+    from examples.class_listener import app as counter_app
+
+    async with AsyncTestClient(counter_app) as client:
+        for _ in range(2):
+            async with client.websocket_connect("/count?name=ada") as ws:
+                await ws.send_text("hi")
+                await ws.send_text("again")
+                assert await ws.receive_text() == "ada #1: hi"
+                assert await ws.receive_text() == "ada #2: again"
+
+
+async def test_serve_connection_example_echoes() -> None:
+    from examples.serve_connection import app as engine_app
+
+    async with AsyncTestClient(engine_app) as client, client.websocket_connect("/any") as ws:
+        await ws.send_text("hello")
+        assert await ws.receive_text() == "hello"
