@@ -103,14 +103,25 @@ async def _echo_raw(receive: Receive, send: Send) -> None:
     await send({"type": "websocket.close", "code": 1000})
 
 
-async def raw(scope: Scope, receive: Receive, send: Send) -> None:
-    """Raw ASGI echo app: the baseline every ratio divides by."""
-    if scope["type"] == "websocket":
-        await _echo_raw(receive, send)
-    elif scope["type"] == "lifespan":
-        await serve_lifespan(receive, send)
-    else:
-        await _send_not_found(send)
+def _websocket_app(serve: ASGIApp, doc: str) -> ASGIApp:
+    """An app that serves WebSockets with ``serve``, answers lifespan, 404s HTTP."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await serve(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await serve_lifespan(receive, send)
+        else:
+            await _send_not_found(send)
+
+    app.__doc__ = doc
+    return app
+
+
+raw = _websocket_app(
+    lambda scope, receive, send: _echo_raw(receive, send),
+    "Raw ASGI echo app: the baseline every ratio divides by.",
+)
 
 
 async def _plait_echo(ws: _plait.WebSocket) -> None:
@@ -120,14 +131,10 @@ async def _plait_echo(ws: _plait.WebSocket) -> None:
         await ws.send_text(text)
 
 
-async def plait(scope: Scope, receive: Receive, send: Send) -> None:
-    """plait echo app: the same echo through `plait.serve_connection`."""
-    if scope["type"] == "websocket":
-        await _plait.serve_connection(scope, receive, send, _plait_echo)
-    elif scope["type"] == "lifespan":
-        await serve_lifespan(receive, send)
-    else:
-        await _send_not_found(send)
+plait = _websocket_app(
+    lambda scope, receive, send: _plait.serve_connection(scope, receive, send, _plait_echo),
+    "plait echo app: the same echo through `plait.serve_connection`.",
+)
 
 
 async def _floor_echo(receive: Receive, send: Send) -> None:
@@ -161,14 +168,10 @@ async def _floor_echo(receive: Receive, send: Send) -> None:
         await outbound.send(None)
 
 
-async def floor(scope: Scope, receive: Receive, send: Send) -> None:
-    """Three bare tasks joined by plait's channel: the design's floor, for reference."""
-    if scope["type"] == "websocket":
-        await _floor_echo(receive, send)
-    elif scope["type"] == "lifespan":
-        await serve_lifespan(receive, send)
-    else:
-        await _send_not_found(send)
+floor = _websocket_app(
+    lambda scope, receive, send: _floor_echo(receive, send),
+    "Three bare tasks joined by plait's channel: the design's floor, for reference.",
+)
 
 
 async def _starlette_echo(ws: StarletteWebSocket) -> None:
@@ -235,14 +238,10 @@ async def _echo_raw_json(receive: Receive, send: Send) -> None:
     await send({"type": "websocket.close", "code": 1000})
 
 
-async def raw_json(scope: Scope, receive: Receive, send: Send) -> None:
-    """Raw ASGI typed echo: the baseline of the `JSON_NAMES` apps."""
-    if scope["type"] == "websocket":
-        await _echo_raw_json(receive, send)
-    elif scope["type"] == "lifespan":
-        await serve_lifespan(receive, send)
-    else:
-        await _send_not_found(send)
+raw_json = _websocket_app(
+    lambda scope, receive, send: _echo_raw_json(receive, send),
+    "Raw ASGI typed echo: the baseline of the `JSON_NAMES` apps.",
+)
 
 
 def _plait_listener_app() -> ASGIApp | None:
