@@ -252,12 +252,20 @@ async def test_a_client_that_does_not_read_makes_senders_wait() -> None:
     stats: list[plait.ConnectionStatistics] = []
     gate = anyio.Event()
 
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        for i in range(1000):
-            await ws.send_text(str(i))
+    order: list[int] = []
+
+    async def sender(ws: WebSocket, name: int) -> None:
+        order.append(name)
+        for i in range(500):
+            await ws.send_text(f"{name}:{i}")
             progress.append(i)
             stats[:] = [ws.statistics()]
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender, ws, 0)
+            tg.start_soon(sender, ws, 1)
 
     async def stalled_send(send: Send) -> Send:
         async def wrapped(message: Message) -> None:
@@ -274,11 +282,13 @@ async def test_a_client_that_does_not_read_makes_senders_wait() -> None:
 
     async with AsyncTestClient(app) as client, client.websocket_connect("/") as session:
         await anyio.wait_all_tasks_blocked()
-        # 4 queued + 1 in the writer's hand; the sixth send waits
-        assert len(progress) == 5
+        # 1 in the server's send (made by a sender holding the baton, which waits in
+        # it) + 4 queued, which returned; the other sender's next send waits for room
+        assert len(progress) == 4
         assert stats[0].outbound_buffered == 4
+        assert stats[0].messages_sent == 1  # the accept; no data message has left
         gate.set()
-        assert await session.receive_text() == "0"
+        assert await session.receive_text() == f"{order[0]}:0"  # the baton's, first
         await session.close()
 
 

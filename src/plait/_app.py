@@ -13,6 +13,7 @@ from ._class_listener import Listener
 from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
 from ._lifespan import fallback_lifespan
+from ._options import StallPolicy
 from ._paths import RouteConflictError
 from ._routing import WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
@@ -56,6 +57,11 @@ class App:
         max_message_size: Largest incoming message (see :func:`serve_connection`).
         send_timeout: Seconds a message may take to leave before the client is deemed
             too slow (see :func:`serve_connection`).
+        drain_timeout: Seconds to deliver what is queued after a handler ends, and to
+            take what a peer sent before it left (see :func:`serve_connection`).
+        stall_timeout: Seconds a full inbound may go untouched before the reader reads
+            on (see :func:`serve_connection`).
+        on_stall: ``"close"`` (1008) or ``"drop"``: what a message read on does.
 
     Raises:
         RouteConflictError: Two routes have the same path template.
@@ -71,6 +77,9 @@ class App:
         shutdown_grace: float = 5.0,
         max_message_size: int | None = 1024 * 1024,
         send_timeout: float | None = None,
+        drain_timeout: float = 5.0,
+        stall_timeout: float | None = 10.0,
+        on_stall: StallPolicy = "close",
     ) -> None:
         self.routes: list[WebSocketRoute] = []
         self.fallback = fallback
@@ -79,7 +88,11 @@ class App:
         self._provided: dict[str, Any] = {} if hub is None else {"hub": hub}
         self.shutdown_grace = shutdown_grace
         self.options = ConnectionOptions(
-            max_message_size=max_message_size, send_timeout=send_timeout
+            max_message_size=max_message_size,
+            send_timeout=send_timeout,
+            drain_timeout=drain_timeout,
+            stall_timeout=stall_timeout,
+            on_stall=on_stall,
         )
         self._connections: set[Connection] = set()
         self._all_closed: anyio.Event | None = None

@@ -32,18 +32,36 @@ class Waiters(NamedTuple):
     woken: Callable[[Any], bool]
 
 
+_BUILT: dict[str, Waiters] = {}
+
+
 def waiters() -> Waiters:
-    """Return the waiter operations for the event loop running now."""
+    """Return the waiter operations for the event loop running now.
+
+    They are built once per library and shared by every channel: nothing per
+    connection but the waiters themselves.
+    """
     library = sniffio.current_async_library()
+    built = _BUILT.get(library)
+    if built is not None:
+        return built
     if library == "asyncio":
-        return _asyncio_waiters()
-    if library == "trio":
-        return _trio_waiters()
-    raise RuntimeError(f"plait runs on asyncio or trio, not {library!r}")  # pragma: no cover
+        built = _asyncio_waiters()
+    elif library == "trio":
+        built = _trio_waiters()
+    else:  # pragma: no cover
+        raise RuntimeError(f"plait runs on asyncio or trio, not {library!r}")
+    _BUILT[library] = built
+    return built
 
 
 def _asyncio_waiters() -> Waiters:
     import asyncio
+
+    get_running_loop = asyncio.get_running_loop
+
+    def new() -> asyncio.Future[None]:
+        return get_running_loop().create_future()
 
     def wake(future: asyncio.Future[None]) -> None:
         if not future.done():
@@ -52,7 +70,7 @@ def _asyncio_waiters() -> Waiters:
     def woken(future: asyncio.Future[None]) -> bool:
         return future.done() and not future.cancelled()
 
-    return Waiters(asyncio.get_running_loop().create_future, wake, woken)
+    return Waiters(new, wake, woken)
 
 
 def _trio_waiters() -> Waiters:

@@ -3,34 +3,48 @@
 ::
 
     ASGI receive -> reader -> inbound channel (bounded) -> handler (ws.receive_*)
-    ASGI send    <- writer <- outbound channel (bounded) <- handler and any other sender
+    ASGI send    <- writer <- outbound queue (bounded)  <- handler and any other sender
+                 <- (or the sender itself, holding the baton when the writer is idle)
 
-Only the reader calls ASGI ``receive``; only the writer calls ASGI ``send`` while the
-connection's task group runs. When the peer goes (the reader sees
-``websocket.disconnect``, or the writer's ``send`` fails) the task group is cancelled:
-the handler and every task it started stop at their next checkpoint, and a
-``receive_*`` pending at that moment raises :class:`WebSocketDisconnect` with the
-peer's code and reason.
+Only the reader calls ASGI ``receive``; ASGI ``send`` is called one message at a time,
+in order, by the writer or by a sender holding the baton (:mod:`plait._outbound`).
+
+When the peer goes (the reader sees ``websocket.disconnect``, or a ``send`` fails), the
+handler first gets what the peer sent before it left: ``receive_*`` returns those
+messages, then the disconnect. The task group is cancelled once the handler has taken
+them all and is done with the last one, or after ``drain_timeout``; at once when nothing
+was left. A ``receive_*`` pending at that moment raises :class:`WebSocketDisconnect`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final
 
 import anyio
+import sniffio
 from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._channel import Channel
-from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, first_error
+from ._exceptions import (
+    MessageDecodeError,
+    MessageTypeError,
+    PlaitError,
+    WebSocketStateError,
+    first_error,
+)
+from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat, StallPolicy
+from ._outbound import Outbound
 from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
+from ._watchdogs import beat, watch_idle, watch_sends
 from ._websocket import WebSocket, validate_close
 
 __all__ = (
+    "Connection",
     "ConnectionOptions",
     "ConnectionStatistics",
     "Handler",
@@ -48,63 +62,6 @@ _CONNECTING: Final = WebSocketState.CONNECTING
 _GOODBYE_TIMEOUT: Final = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """An application-level heartbeat: detects a peer that vanished without a close.
-
-    hypercorn can send WebSocket pings but never checks the pongs, and ASGI gives the
-    application no ping of its own; so every ``interval`` seconds the engine sends the
-    text message ``ping``, and closes with 1001 when nothing at all arrived from the peer
-    in the ``timeout`` seconds after it. The client answers with the text message
-    ``pong``, which the engine consumes: handlers never see it.
-
-    Args:
-        interval: Seconds between pings.
-        timeout: Seconds the peer has to show it is alive after a ping.
-        ping: The text the engine sends.
-        pong: The text the client answers with.
-    """
-
-    interval: float
-    timeout: float
-    ping: str = "ping"
-    pong: str = "pong"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionOptions:
-    """How the engine runs a connection; see :func:`serve_connection` for each field."""
-
-    max_message_size: int | None = 1024 * 1024
-    inbound_capacity: int = 16
-    outbound_capacity: int = 16
-    send_timeout: float | None = None
-    drain_timeout: float = 5.0
-    idle_timeout: float | None = None
-    heartbeat: Heartbeat | None = None
-
-    def __post_init__(self) -> None:
-        if self.inbound_capacity < 1 or self.outbound_capacity < 1:
-            raise ValueError("inbound_capacity and outbound_capacity must be at least 1")
-
-
-class ConnectionStatistics(NamedTuple):
-    """Counters of one connection, from :meth:`WebSocket.statistics`."""
-
-    inbound_buffered: int
-    """Messages read from the server that the handler has not taken yet."""
-    inbound_capacity: int
-    """How many messages the reader reads ahead before it stops calling ``receive``."""
-    outbound_buffered: int
-    """Messages queued for the writer."""
-    outbound_capacity: int
-    """How many messages may be queued before senders wait."""
-    messages_received: int
-    """``websocket.receive`` messages read from the server."""
-    messages_sent: int
-    """Messages handed to the server's ``send``."""
-
-
 async def serve_connection(
     scope: Scope,
     receive: Receive,
@@ -118,6 +75,8 @@ async def serve_connection(
     drain_timeout: float = 5.0,
     idle_timeout: float | None = None,
     heartbeat: Heartbeat | None = None,
+    stall_timeout: float | None = 10.0,
+    on_stall: StallPolicy = "close",
 ) -> None:
     """Run ``handler(websocket)`` for one connection, as reader, writer and handler tasks.
 
@@ -132,12 +91,12 @@ async def serve_connection(
     and the connection closes with 1011 and a generic reason (an HTTP 500 before the
     handshake); :class:`MessageDecodeError` closes with 1007 and
     :class:`MessageTypeError` with 1003, as the client's fault. When the peer leaves,
-    the handler is cancelled.
+    the handler still gets the messages it sent before leaving, then is cancelled.
 
     Args:
         scope: The ASGI ``websocket`` scope.
         receive: The ASGI receive callable; only the reader task calls it.
-        send: The ASGI send callable; only the writer task calls it.
+        send: The ASGI send callable, called one message at a time.
         handler: The async function that runs the connection.
         max_message_size: Largest incoming message in bytes (``None``: no limit);
             a larger one closes the connection with 1009.
@@ -147,11 +106,18 @@ async def serve_connection(
         outbound_capacity: Messages queued for the writer before senders wait.
         send_timeout: Seconds one message may take to leave before the client is
             deemed too slow and the connection closes with 1008 (``None``: wait).
-        drain_timeout: Seconds to deliver queued messages after the handler ends.
+        drain_timeout: Seconds to deliver queued messages after the handler ends, and
+            seconds the handler has to take what the peer sent before it left.
         idle_timeout: Close with 1001 once nothing arrived from the peer for this many
             seconds after the handshake (``None``: never).
         heartbeat: Ping the peer at the application level and close with 1001 when it
             stops answering; see :class:`Heartbeat`.
+        stall_timeout: Seconds the inbound may stay full with nothing taken before the
+            reader reads on, so that a handler that stopped reading still sees the
+            peer leave (``None``: wait for room forever).
+        on_stall: What a message read on after ``stall_timeout`` does: ``"close"``
+            the connection with 1008, or ``"drop"`` the message (counted in
+            :meth:`WebSocket.statistics`).
     """
     options = ConnectionOptions(
         max_message_size=max_message_size,
@@ -161,12 +127,38 @@ async def serve_connection(
         drain_timeout=drain_timeout,
         idle_timeout=idle_timeout,
         heartbeat=heartbeat,
+        stall_timeout=stall_timeout,
+        on_stall=on_stall,
     )
     await Connection(scope, receive, send, options).run(handler)
 
 
 class Connection:
-    """The engine's side of one connection; see :func:`serve_connection`."""
+    """The engine's side of one connection; see :func:`serve_connection`.
+
+    It is the :class:`~plait._engine.Engine` its WebSocket holds.
+    """
+
+    __slots__ = (
+        "_asgi_receive",
+        "_asgi_send",
+        "_children",
+        "_disconnect",
+        "_drained",
+        "_dropped",
+        "_goodbye",
+        "_holding",
+        "_holds",
+        "_inbound",
+        "_leaving",
+        "_options",
+        "_outbound",
+        "_peer_left",
+        "_state",
+        "_task_group",
+        "received",
+        "websocket",
+    )
 
     def __init__(
         self, scope: Scope, receive: Receive, send: Send, options: ConnectionOptions
@@ -175,45 +167,119 @@ class Connection:
         self._asgi_send = send
         self._options = options
         self._inbound: Channel[Message] = Channel(options.inbound_capacity)
-        self.outbound: Channel[Message] = Channel(options.outbound_capacity)
-        self._max_message_size = options.max_message_size
-        self._send_timeout = options.send_timeout
-        self._drain_timeout = options.drain_timeout
-        self._writer_done = anyio.Event()
+        self._outbound = Outbound(
+            send,
+            options.outbound_capacity,
+            baton=_baton_allowed(options),
+            start_writer=self._start,
+            failed=self._send_failed,
+        )
+        self._task_group: TaskGroup | None = None
+        self._children: TaskGroup | None = None
+        self.received = 0
+        self._dropped = 0
+        # The handler took a message and has not asked for the next one yet; or it
+        # holds messages that it still works on (a listener's concurrent calls).
+        self._holding = False
+        self._holds = 0
+        # The peer's disconnect while the handler still takes what came before it.
+        self._leaving: Message | None = None
+        self._drained: anyio.Event | None = None
         # Set once the connection is over from the engine's point of view; a receive
         # pending in the handler returns it instead of being cancelled.
         self._disconnect: Message | None = None
         self._goodbye: tuple[int, str] | None = None
-        self._task_group: TaskGroup | None = None
-        self._handler_scope: anyio.CancelScope | None = None
-        self._received = 0
-        self._sent = 0
-        self._close_written = False
         self._peer_left = False
-        self.children: TaskGroup | None = None
-        self.websocket = WebSocket(scope, self._receive_message, send)
-        self.websocket._connection = self
+        self.websocket = WebSocket._run_by(scope, self)
         self._state = self.websocket._state
+
+    # -- the engine interface of the WebSocket ---------------------------------------
+
+    async def receive(self) -> Message:
+        """The next message the reader read; the disconnect once they are all taken."""
+        self._holding = False
+        try:
+            message = await self._inbound.receive()
+        except EndOfStream:
+            return self._take_disconnect()
+        except get_cancelled_exc_class():
+            # A receive pending when the connection ended reports the disconnect; the
+            # scope stays cancelled, so the handler's next checkpoint is cancelled.
+            if self._disconnect is not None:
+                return self._disconnect
+            raise
+        if message["type"] == "websocket.receive":
+            self._holding = True
+        elif self._leaving is not None:
+            self._check_drained()  # the handshake's message, taken after the peer left
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Send a message already checked by the WebSocket's state machine.
+
+        Raises:
+            ClosedResourceError: The connection is over.
+        """
+        if self._leaving is not None:
+            return  # the peer left: nobody can read it, and the handler drains quietly
+        if message["type"] == "websocket.accept":
+            self._start_watchdogs()
+        await self._outbound.send(message)
 
     def statistics(self) -> ConnectionStatistics:
         """Return the connection's counters."""
-        inbound = self._inbound.statistics()
-        outbound = self.outbound.statistics()
+        options, outbound = self._options, self._outbound
         return ConnectionStatistics(
-            inbound.buffered,
-            inbound.capacity,
-            outbound.buffered,
-            outbound.capacity,
-            self._received,
-            self._sent,
+            len(self._inbound),
+            options.inbound_capacity,
+            len(outbound.queue),
+            options.outbound_capacity,
+            self.received,
+            outbound.sent,
+            self._dropped,
         )
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """The handler's task group: its tasks end with the handler."""
+        if self._children is None:
+            raise WebSocketStateError("the handler is not running")
+        return self._children
+
+    def hold(self) -> None:
+        """A taken message is still being worked on: the drain at the close waits."""
+        self._holds += 1
+
+    def release(self) -> None:
+        """Work started by :meth:`hold` is over."""
+        self._holds -= 1
+        if self._leaving is not None:
+            self._check_drained()
+
+    # -- what the watchdogs see --------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The connection's path, for the log."""
+        path: str = self.websocket.scope.get("path", "")
+        return path
+
+    @property
+    def sent(self) -> int:
+        """Messages handed to the server's ``send``."""
+        return self._outbound.sent
+
+    @property
+    def sending(self) -> bool:
+        """True while a call to the server's ``send`` is in flight."""
+        return self._outbound.busy
 
     # -- the lifecycle ---------------------------------------------------------------
 
     def shut_down(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close with ``code`` after what is queued, and cancel the handler."""
         if self._task_group is not None and not self._peer_left:
-            self._abort(code, reason)
+            self.abort(code, reason)
 
     def cancel(self) -> None:
         """Cancel everything the connection runs, at once."""
@@ -221,14 +287,13 @@ class Connection:
             self._task_group.cancel_scope.cancel()
 
     async def run(self, handler: Handler) -> None:
-        """Run the connection until the handler is done and the writer has drained."""
-        path = self.websocket.scope.get("path", "")
+        """Run the connection until the handler is done and what it queued has left."""
+        path = self.path
         logger.debug("connection opened: %s", path)
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
-                task_group.start_soon(self._read_loop)
-                task_group.start_soon(self._write_loop)
+                task_group.start_soon(self._read)
                 final = await self._run_handler(handler)
                 await self._finish(final)
                 task_group.cancel_scope.cancel()
@@ -239,21 +304,18 @@ class Connection:
             raise
         if self._goodbye is not None:
             await self._say_goodbye(*self._goodbye)
+        state = self._state
         logger.debug(
-            "connection closed: %s with code %s by the %s",
-            path,
-            self._state.close_code,
-            self._state.closed_by,
+            "connection closed: %s with code %s by the %s", path, state.close_code, state.closed_by
         )
 
     async def _run_handler(self, handler: Handler) -> tuple[int, str]:
         """Run the handler; return the close (code, reason) its end calls for."""
         try:
-            with anyio.CancelScope() as self._handler_scope:
-                async with anyio.create_task_group() as children:
-                    self.children = children
-                    await handler(self.websocket)
-                    children.cancel_scope.cancel()
+            async with anyio.create_task_group() as children:
+                self._children = children
+                await handler(self.websocket)
+                children.cancel_scope.cancel()
         except Exception as exc:  # an ExceptionGroup too; never a cancellation
             return self._close_for(exc)
         except BaseExceptionGroup as group:
@@ -273,7 +335,7 @@ class Connection:
     def _close_for(self, exc: Exception) -> tuple[int, str]:
         """Choose the close for a handler that raised, and log what deserves it."""
         error = first_error(exc)
-        path = self.websocket.scope.get("path", "")
+        path = self.path
         if error is None:
             return (1000, "")
         if isinstance(error, MessageDecodeError):
@@ -292,28 +354,33 @@ class Connection:
 
     async def _finish(self, final: tuple[int, str]) -> None:
         """Queue the close the handler's end calls for, then let the writer drain."""
-        state = self._state
         if self._peer_left:
             return  # the task group is cancelled: nothing can be said any more
+        if self._leaving is not None:
+            self._peer_gone(self._leaving)  # the handler ended while the peer's left
+            return
+        state, outbound = self._state, self._outbound
         code, reason = final
-        if state.application is _CONNECTED:
-            state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-            self.outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
-        elif state.application is _CONNECTING:
-            self._deny(internal_error=code == 1011)
-        self.outbound.close()
-        with anyio.move_on_after(self._drain_timeout) as scope:
-            await self._writer_done.wait()
-        if scope.cancelled_caught:
+        try:
+            if state.application is _CONNECTED:
+                state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
+                outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
+            elif state.application is _CONNECTING:
+                self._deny(internal_error=code == 1011)
+            else:
+                outbound.close()
+        except ClosedResourceError:
+            pass  # closed already (an abort queued its close)
+        if not await outbound.drain(self._options.drain_timeout):
             logger.warning(
                 "%s: queued messages not delivered within %.1f s; dropping them",
-                self.websocket.scope.get("path", ""),
-                self._drain_timeout,
+                self.path,
+                self._options.drain_timeout,
             )
 
     def _deny(self, *, internal_error: bool) -> None:
         """End a connection whose handler never accepted it."""
-        state = self._state
+        state, outbound = self._state, self._outbound
         extensions = self.websocket.scope.get("extensions") or {}
         if internal_error and "websocket.http.response" in extensions:
             body = b"Internal Server Error"
@@ -323,11 +390,11 @@ class Connection:
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"21")],
             }
             state.did_send("websocket.http.response.body", WebSocketState.DISCONNECTED, 1011, "")
-            self.outbound.force_nowait(start)
-            self.outbound.force_nowait({"type": "websocket.http.response.body", "body": body})
+            outbound.queue.force_nowait(start)
+            outbound.finish({"type": "websocket.http.response.body", "body": body})
         else:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, 1000, "")
-            self.outbound.force_nowait({"type": "websocket.close", "code": 1000, "reason": ""})
+            outbound.finish({"type": "websocket.close", "code": 1000, "reason": ""})
 
     async def _say_goodbye(self, code: int, reason: str) -> None:
         """Send a close after the task group is gone (the writer is gone: one sender).
@@ -336,72 +403,82 @@ class Connection:
         to read (1008), whose close the writer could not deliver.
         """
         state = self._state
-        if self._close_written or self._peer_left:
+        if self._outbound.final_sent or self._peer_left:
             return
         if state.application is _CONNECTED:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
         elif self._goodbye is None:
             return
-        self._close_written = True
+        self._outbound.final_sent = True
         with anyio.move_on_after(_GOODBYE_TIMEOUT):
             try:
                 await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
             except Exception:
                 logger.debug("could not send the close frame", exc_info=True)
 
-    # -- the handler's side ------------------------------------------------------------
-
-    async def _receive_message(self) -> Message:
-        ended = self._ended()
-        if ended is not None:
-            return ended
-        try:
-            return await self._inbound.receive()
-        except EndOfStream:
-            return self._ended() or {"type": "websocket.disconnect", "code": 1006}
-        except get_cancelled_exc_class():
-            # A receive pending when the connection ended reports the disconnect; the
-            # scope stays cancelled, so the handler's next checkpoint is cancelled.
-            ended = self._ended()
-            if ended is not None:
-                return ended
-            raise
-
-    def _ended(self) -> Message | None:
-        """The disconnect message once the engine ended the connection, else None."""
-        return self._disconnect
-
-    async def send_message(self, message: Message) -> None:
-        """Queue a message already checked by the WebSocket's state machine."""
-        if message["type"] == "websocket.accept":
-            self._start_watchdogs()
-        try:
-            if message["type"] == "websocket.close":
-                self.outbound.force_nowait(message)  # a close never waits for room
-            else:
-                await self.outbound.send(message)
-        except ClosedResourceError:
-            raise self._state.closed_error(f"send {message['type']!r}") from None
+    def _start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(task)
 
     # -- ends decided by the engine --------------------------------------------------------
 
-    def _peer_gone(self, code: int, reason: str) -> None:
+    def _take_disconnect(self) -> Message:
+        """The handler asks past the last message: the disconnect, or how it ended."""
+        leaving = self._leaving
+        if leaving is not None and not self._peer_left:
+            self._check_drained()
+            return leaving
+        return self._disconnect or {"type": "websocket.disconnect", "code": 1006}
+
+    def _check_drained(self) -> None:
+        leaving = self._leaving
+        if leaving is not None and not (len(self._inbound) or self._holding or self._holds):
+            self._peer_gone(leaving)
+
+    def _peer_gone(self, disconnect: Message) -> None:
         """The peer disconnected: cancel everything the connection runs."""
+        if self._peer_left:
+            return
         self._peer_left = True
-        self._state.peer_disconnected(code, reason)
+        self._state.peer_disconnected(disconnect.get("code", 1005), disconnect.get("reason") or "")
         self._end()
+        self._outbound.abort()
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
+        if self._drained is not None:
+            self._drained.set()
 
-    def _abort(self, code: int, reason: str) -> None:
+    def _send_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, OSError):
+            logger.debug("send failed: the peer is gone", exc_info=exc)
+        else:
+            logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
+        self._peer_gone({"type": "websocket.disconnect", "code": 1006})
+
+    def abort(self, code: int, reason: str) -> None:
         """Close from the engine's side: queue the close, cancel the handler only."""
         state = self._state
         if state.application is _CONNECTED:
             state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-            self.outbound.force_nowait({"type": "websocket.close", "code": code, "reason": reason})
+            with contextlib.suppress(ClosedResourceError):  # a close is on its way already
+                self._outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
         self._end()
-        if self._handler_scope is not None:
-            self._handler_scope.cancel()
+        if self._children is not None:
+            self._children.cancel_scope.cancel()
+
+    def client_too_slow(self) -> None:
+        """End with 1008: drop what is queued, cancel everything, close when allowed."""
+        logger.warning(
+            "closing %s with 1008: the client read nothing for %s s",
+            self.path,
+            self._options.send_timeout,
+        )
+        code, reason = self._goodbye = (1008, "client too slow")
+        self._state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
+        self._outbound.abort()
+        self._end()
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
 
     def _end(self) -> None:
         state = self._state
@@ -412,67 +489,31 @@ class Connection:
             "reason": state.close_reason,
         }
         self._inbound.close()
-        self.outbound.close()
-
-    # -- dead peers -----------------------------------------------------------------------
 
     def _start_watchdogs(self) -> None:
         options, task_group = self._options, self._task_group
         if task_group is None:
             return
         if options.idle_timeout is not None:
-            task_group.start_soon(self._watch_idle, options.idle_timeout)
+            task_group.start_soon(watch_idle, self, options.idle_timeout)
         if options.heartbeat is not None:
-            task_group.start_soon(self._beat, options.heartbeat)
+            task_group.start_soon(beat, self, options.heartbeat)
+        if options.send_timeout is not None:
+            task_group.start_soon(watch_sends, self, options.send_timeout)
 
-    async def _watch_idle(self, limit: float) -> None:
-        """Close with 1001 once nothing arrived for ``limit`` seconds (checked 4x per limit)."""
-        seen, quiet_since = self._received, anyio.current_time()
-        while True:
-            await anyio.sleep(limit / 4)
-            now = anyio.current_time()
-            if self._received != seen:
-                seen, quiet_since = self._received, now
-            elif now - quiet_since >= limit:
-                logger.info("closing %s with 1001: idle for %s s", self._path(), limit)
-                self._abort(1001, "idle timeout")
-                return
+    # -- the reader ------------------------------------------------------------------------
 
-    async def _beat(self, heartbeat: Heartbeat) -> None:
-        """Ping every interval; close with 1001 when nothing arrives in the timeout after."""
-        ping: Message = {"type": "websocket.send", "text": heartbeat.ping}
-        next_ping = anyio.current_time() + heartbeat.interval
-        while True:
-            await anyio.sleep(max(0.0, next_ping - anyio.current_time()))
-            seen = self._received
-            try:
-                await self.outbound.send(ping)
-            except ClosedResourceError:
-                return
-            next_ping = anyio.current_time() + heartbeat.interval  # a cadence from the ping
-            await anyio.sleep(heartbeat.timeout)
-            if self._received == seen:
-                logger.info("closing %s with 1001: no answer to the heartbeat", self._path())
-                self._abort(1001, "heartbeat timeout")
-                return
-
-    def _path(self) -> str:
-        path: str = self.websocket.scope.get("path", "")
-        return path
-
-    # -- the tasks ------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        receive = self._asgi_receive
-        inbound = self._inbound
-        limit = self._max_message_size
-        pong = None if self._options.heartbeat is None else self._options.heartbeat.pong
+    async def _read(self) -> None:
+        receive, inbound, options = self._asgi_receive, self._inbound, self._options
+        limit = options.max_message_size
+        pong = None if options.heartbeat is None else options.heartbeat.pong
+        overflowing = False  # the handler stopped reading: reading on to see the peer
         try:
             while True:
                 message = await receive()
                 message_type = message["type"]
                 if message_type == "websocket.receive":
-                    self._received += 1
+                    self.received += 1
                     if pong is not None and message.get("text") == pong:
                         continue  # the heartbeat's answer: alive, and nothing to deliver
                     text = message.get("text")
@@ -482,15 +523,27 @@ class Connection:
                         and _size_over(message, limit)
                     ):
                         logger.info(
-                            "closing %s with 1009: a message exceeds %d bytes",
-                            self.websocket.scope.get("path", ""),
-                            limit,
+                            "closing %s with 1009: a message exceeds %d bytes", self.path, limit
                         )
-                        self._abort(1009, "message too big")
+                        self.abort(1009, "message too big")
                         return
-                    await inbound.send(message)
+                    if not inbound.full:
+                        overflowing = False
+                        inbound.send_nowait(message)
+                    elif not overflowing:
+                        overflowing = not await self._wait_for_room(message)
+                    elif options.on_stall == "close":
+                        logger.warning(
+                            "closing %s with 1008: the handler took no message for %s s",
+                            self.path,
+                            options.stall_timeout,
+                        )
+                        self.abort(1008, "messages not read")
+                        return
+                    else:
+                        self._dropped += 1
                 elif message_type == "websocket.disconnect":
-                    self._peer_gone(message.get("code", 1005), message.get("reason") or "")
+                    await self._peer_leaves(message)
                     return
                 else:
                     await inbound.send(message)
@@ -498,54 +551,53 @@ class Connection:
             return  # the engine ended the connection: nothing more to read
         except Exception:
             logger.exception("the server's receive() failed; treating the peer as gone")
-            self._peer_gone(1006, "")
+            self._peer_gone({"type": "websocket.disconnect", "code": 1006})
 
-    async def _write_loop(self) -> None:
-        send = self._asgi_send
-        outbound = self.outbound
-        timeout = self._send_timeout
-        try:
-            while True:
-                try:
-                    message = await outbound.receive()
-                except EndOfStream:
-                    return
-                if self._close_written:
-                    continue  # nothing may follow a close
-                if timeout is None:
-                    await send(message)
-                else:
-                    with anyio.move_on_after(timeout) as scope:
-                        await send(message)
-                    if scope.cancelled_caught:
-                        self._client_too_slow()
-                        return
-                self._sent += 1
-                message_type = message["type"]
-                if message_type == "websocket.close" or (
-                    message_type == "websocket.http.response.body" and not message.get("more_body")
-                ):
-                    self._close_written = True
-        except OSError:
-            logger.debug("send failed: the peer is gone", exc_info=True)
-            self._peer_gone(1006, "")
-        except Exception:
-            logger.exception("the server's send() failed; treating the peer as gone")
-            self._peer_gone(1006, "")
-        finally:
-            self._writer_done.set()
-
-    def _client_too_slow(self) -> None:
+    async def _wait_for_room(self, message: Message) -> bool:
+        """Queue ``message`` once there is room; False if the handler stopped taking."""
+        stall = self._options.stall_timeout
+        if stall is None:
+            await self._inbound.send(message)
+            return True
+        with anyio.move_on_after(stall):
+            await self._inbound.send(message)
+            return True
+        # Nothing taken for stall_timeout: keep this one (one past the capacity) and
+        # read on, so that the peer's leaving is seen however long the handler sleeps.
+        self._inbound.force_nowait(message)
         logger.warning(
-            "closing %s with 1008: the client read nothing for %s s",
-            self.websocket.scope.get("path", ""),
-            self._send_timeout,
+            "%s: the handler took no message for %s s; reading on (on_stall=%r)",
+            self.path,
+            stall,
+            self._options.on_stall,
         )
-        code, reason = self._goodbye = (1008, "client too slow")
-        self._state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-        self._end()
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
+        return False
+
+    async def _peer_leaves(self, disconnect: Message) -> None:
+        """The peer left: let the handler take what it sent first, for a bounded time."""
+        self._leaving = disconnect
+        if not len(self._inbound):
+            self._peer_gone(disconnect)  # nothing left unread: cancel at once
+            return
+        self._drained = anyio.Event()
+        self._inbound.close()  # a receive waiting on an empty inbound gets the disconnect
+        with anyio.move_on_after(self._options.drain_timeout):
+            await self._drained.wait()
+        self._peer_gone(disconnect)
+
+
+def _baton_allowed(options: ConnectionOptions) -> bool:
+    """Whether senders may make the server's ``send`` call themselves.
+
+    A deadline (``send_timeout``, ``idle_timeout``, ``heartbeat``) must be able to
+    cancel the handler on time. On asyncio the engine can interrupt a baton send; on
+    trio a server may shield its socket writes (hypercorn's trio worker does), which
+    would hold a handler stuck in its own send past the deadline: there every send
+    goes through the writer task when a deadline is set.
+    """
+    if options.send_timeout is None and options.idle_timeout is None and options.heartbeat is None:
+        return True
+    return sniffio.current_async_library() == "asyncio"
 
 
 def _size_over(message: Message, limit: int) -> bool:

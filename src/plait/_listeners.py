@@ -9,6 +9,7 @@ connection closes with 1011.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import typing
@@ -184,7 +185,9 @@ async def _listen(
     async def handle(data: Any) -> None:
         reply = codec.encode(await call(data))
         if reply is not None:
-            await websocket._send_data(reply)
+            # The peer left while this message was handled: nobody can read the reply.
+            with contextlib.suppress(WebSocketDisconnect):
+                await websocket._send_data(reply)
 
     async with anyio.create_task_group() as task_group:
         # A semaphore, not a CapacityLimiter: the receiving task takes every slot and the
@@ -204,16 +207,23 @@ async def _listen(
                 await handle(data)
             else:
                 await limiter.acquire()  # at most N at once: the reader waits meanwhile
-                task_group.start_soon(_release_after, limiter, handle, data)
+                # Held until handled: a peer that leaves meanwhile waits for the call.
+                engine = websocket._engine
+                engine.hold()
+                task_group.start_soon(_release_after, limiter, engine.release, handle, data)
 
 
 async def _release_after(
-    limiter: anyio.Semaphore, handle: Callable[[Any], Awaitable[None]], data: Any
+    limiter: anyio.Semaphore,
+    release: Callable[[], None],
+    handle: Callable[[Any], Awaitable[None]],
+    data: Any,
 ) -> None:
     try:
         await handle(data)
     finally:
         limiter.release()
+        release()
 
 
 async def _invalid(

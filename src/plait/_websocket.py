@@ -19,6 +19,7 @@ from ._datastructures import (
     headers_from_scope,
     query_params_from_scope,
 )
+from ._engine import DirectEngine, Engine
 from ._exceptions import MessageTypeError, WebSocketDisconnect, WebSocketStateError
 from ._state import ConnectionState, WebSocketState
 from ._types import ASGIApp, Message, Receive, Scope, Send
@@ -26,7 +27,7 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ._connection import Connection, ConnectionStatistics
+    from ._options import ConnectionStatistics
 
 __all__ = ("WebSocket", "validate_close")
 
@@ -76,16 +77,25 @@ class WebSocket(Mapping[str, Any]):
         send: The ASGI send callable.
     """
 
-    __slots__ = ("__dict__", "_connection", "_receive", "_scope", "_send", "_state")
+    __slots__ = ("__dict__", "_engine", "_scope", "_state")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "websocket":
             raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
         self._scope = scope
-        self._receive = receive
-        self._send = send
         self._state = ConnectionState()
-        self._connection: Connection | None = None
+        self._engine: Engine = DirectEngine(receive, send)
+
+    @classmethod
+    def _run_by(cls, scope: Scope, engine: Engine) -> WebSocket:
+        """A WebSocket whose messages ``engine`` moves (the connection engine's)."""
+        if scope.get("type") != "websocket":
+            raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
+        websocket = cls.__new__(cls)
+        websocket._scope = scope
+        websocket._state = ConnectionState()
+        websocket._engine = engine
+        return websocket
 
     # -- the handshake ----------------------------------------------------------------
 
@@ -175,11 +185,7 @@ class WebSocket(Mapping[str, Any]):
         Raises:
             WebSocketStateError: The WebSocket is not run by the engine.
         """
-        if self._connection is None or self._connection.children is None:
-            raise WebSocketStateError(
-                "task_group is only available to handlers run by plait.serve_connection()"
-            )
-        return self._connection.children
+        return self._engine.task_group
 
     def statistics(self) -> ConnectionStatistics:
         """The engine's counters for this connection (buffers, messages moved).
@@ -187,11 +193,7 @@ class WebSocket(Mapping[str, Any]):
         Raises:
             WebSocketStateError: The WebSocket is not run by the engine.
         """
-        if self._connection is None:
-            raise WebSocketStateError(
-                "statistics() is only available to handlers run by plait.serve_connection()"
-            )
-        return self._connection.statistics()
+        return self._engine.statistics()
 
     # -- raw messages -------------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class WebSocket(Mapping[str, Any]):
                 was read.
         """
         self._state.check_receive(raw=True)
-        message = await self._receive()
+        message = await self._engine.receive()
         self._record_received(message)
         return message
 
@@ -237,13 +239,10 @@ class WebSocket(Mapping[str, Any]):
         # Recorded before the message leaves, so a concurrent sender cannot slip a
         # message in behind a close that is already on its way.
         state.did_send(message_type, nxt, code, reason)
-        if self._connection is not None:
-            await self._connection.send_message(message)
-            return
         try:
-            await self._send(message)
-        except OSError:
-            state.peer_disconnected(1006, "")
+            await self._engine.send(message)
+        except ClosedResourceError:
+            state.peer_disconnected(1006, "")  # keeps the code of a close seen before
             raise state.closed_error(f"send {message_type!r}") from None
 
     # -- handshake ------------------------------------------------------------------------
@@ -352,14 +351,14 @@ class WebSocket(Mapping[str, Any]):
 
     async def _send_data(self, message: Message) -> None:
         state = self._state
-        connection = self._connection
-        if connection is None or not (state.application is _CONNECTED and state.peer is _CONNECTED):
+        if not (state.application is _CONNECTED and state.peer is _CONNECTED):
             await self.send(message)  # checks and explains the state
             return
         # The hot path: both sides connected, where a data message changes no state.
         try:
-            await connection.outbound.send(message)
+            await self._engine.send(message)
         except ClosedResourceError:
+            state.peer_disconnected(1006, "")
             raise state.closed_error("send 'websocket.send'") from None
 
     async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
@@ -379,7 +378,7 @@ class WebSocket(Mapping[str, Any]):
         state = self._state
         if state.application is _CONNECTED and state.peer is _CONNECTED:
             # The hot path: a websocket.receive changes no state when both are connected.
-            message = await self._receive()
+            message = await self._engine.receive()
             if message["type"] != "websocket.receive":
                 self._record_received(message)
         else:
@@ -476,7 +475,7 @@ class _TextMessages(AsyncIterator[str]):
         websocket = self._websocket
         state = websocket._state
         if state.application is _CONNECTED and state.peer is _CONNECTED:
-            message = await websocket._receive()
+            message = await websocket._engine.receive()
             if message["type"] == "websocket.receive":
                 return _text_of(message)
             websocket._record_received(message)

@@ -1,0 +1,94 @@
+"""The seam between the :class:`~plait.WebSocket` and what moves its messages.
+
+A WebSocket makes a handful of calls below its state machine: receive a message, send
+one, report counters, hand out a task group, and mark a message as still being worked
+on. :class:`Engine` names them. A WebSocket alone holds a :class:`DirectEngine` over the
+server's ``receive`` and ``send``; under :func:`plait.serve_connection` it holds the
+connection itself. Nothing else differs, so each side can be read and tested alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from anyio import ClosedResourceError
+
+from ._exceptions import WebSocketStateError
+from ._types import Message, Receive, Send
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._options import ConnectionStatistics
+
+__all__ = ("DirectEngine", "Engine")
+
+
+class Engine(Protocol):
+    """What a WebSocket needs from whatever moves its messages."""
+
+    @property
+    def receive(self) -> Receive:
+        """The next ASGI message from the server (the disconnect, once the peer left)."""
+        ...
+
+    async def send(self, message: Message) -> None:
+        """Hand a message, already checked by the state machine, to the server.
+
+        Raises:
+            ClosedResourceError: The connection is over; nothing was sent.
+        """
+        ...
+
+    def statistics(self) -> ConnectionStatistics:
+        """The connection's counters."""
+        ...
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """A task group whose tasks end with the connection."""
+        ...
+
+    def hold(self) -> None:
+        """A message taken from ``receive`` is still being worked on (a listener call)."""
+        ...
+
+    def release(self) -> None:
+        """The work started by :meth:`hold` is over."""
+        ...
+
+
+class DirectEngine:
+    """The server's ``receive`` and ``send`` themselves: a WebSocket with no engine."""
+
+    __slots__ = ("_send", "receive")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self.receive = receive
+        self._send = send
+
+    async def send(self, message: Message) -> None:
+        """Send directly; a transport error means the peer is gone."""
+        try:
+            await self._send(message)
+        except OSError:
+            raise ClosedResourceError from None
+
+    def statistics(self) -> ConnectionStatistics:
+        """No engine, no counters."""
+        raise WebSocketStateError(
+            "statistics() is only available to handlers run by plait.serve_connection()"
+        )
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """No engine, no task group."""
+        raise WebSocketStateError(
+            "task_group is only available to handlers run by plait.serve_connection()"
+        )
+
+    def hold(self) -> None:
+        """Nothing to hold: without an engine nobody waits for the work to end."""
+
+    def release(self) -> None:
+        """See :meth:`hold`."""

@@ -1,0 +1,232 @@
+"""The outbound side of a connection: one queue, one writer, and the baton.
+
+Every message leaves through ASGI ``send`` one at a time and in the order it was
+queued. The writer owns the queue: it delivers what is queued, the close and the final
+drain. But most sends find nothing queued and nobody sending; waking a writer task for
+them would cost a task hop per message. So a sender that finds the outbound idle takes
+the *baton* and makes the ``send`` call itself, as the writer's delegate:
+
+- one at a time: the baton is a flag held for the duration of the call, and while it
+  is held every other sender queues behind it, so order is kept;
+- shielded: a sender cancelled during the call (a timeout of its own, a sibling's
+  failure) does not interrupt the server's send halfway; the call finishes, then the
+  cancellation is delivered. Only the engine can cut a baton send short, when the
+  connection is over anyway (the peer left, or the client was too slow);
+- handed back: when the call returns and others queued meanwhile, the writer is woken
+  (started on first use) to deliver them.
+
+The writer task exists only once something had to queue. The connection turns the
+baton off where a deadline must cancel the handler and the server's ``send`` may not be
+interruptible (see ``_baton_allowed`` in :mod:`plait._connection`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+from anyio import ClosedResourceError, EndOfStream, WouldBlock
+
+from ._backend import waiters
+from ._channel import Channel
+from ._types import Message, Send
+
+__all__ = ("Outbound",)
+
+
+def _is_final(message: Message) -> bool:
+    message_type = message["type"]
+    return message_type == "websocket.close" or (
+        message_type == "websocket.http.response.body" and not message.get("more_body")
+    )
+
+
+class Outbound:
+    """The queue of messages to send, and who sends them.
+
+    Args:
+        send: The server's ASGI ``send``.
+        capacity: Messages queued before senders wait.
+        baton: Whether an idle outbound lets a sender make the call itself.
+        start_writer: Starts the writer task (in the connection's task group).
+        failed: Called with the exception when the server's ``send`` raised.
+    """
+
+    __slots__ = (
+        "_asgi_send",
+        "_baton",
+        "_busy",
+        "_done",
+        "_failed",
+        "_parked",
+        "_queue",
+        "_scope",
+        "_start_writer",
+        "_wait",
+        "_writing",
+        "final_sent",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        capacity: int,
+        *,
+        baton: bool,
+        start_writer: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        self._asgi_send = send
+        self._queue: Channel[Message] = Channel(capacity)
+        self._baton = baton
+        self._start_writer = start_writer
+        self._failed = failed
+        self._wait = waiters()
+        self._busy = False  # a send call is in flight (the writer's or a baton holder's)
+        self._writing = False  # the writer runs (as a task, or inline in drain())
+        self._parked: Any = None  # the writer's waiter while it waits for work
+        self._done: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None  # a baton send in flight
+        self.sent = 0
+        self.final_sent = False
+
+    @property
+    def queue(self) -> Channel[Message]:
+        """The queue itself (for statistics)."""
+        return self._queue
+
+    @property
+    def busy(self) -> bool:
+        """True while a send call is in flight."""
+        return self._busy
+
+    # -- senders -----------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Send ``message`` now if the outbound is idle, else queue it (waiting for room).
+
+        A close (or a denial's last body) never waits for room, and nothing is
+        accepted after it.
+
+        Raises:
+            ClosedResourceError: The outbound is closed; the message was not sent.
+        """
+        queue = self._queue
+        if self._baton and not self._busy and not len(queue) and not queue.closed:
+            if _is_final(message):
+                queue.close()
+            await self._send_now(message)
+            return
+        if _is_final(message):
+            queue.force_nowait(message)
+            queue.close()
+        else:
+            await queue.send(message)
+        self._kick()
+
+    def finish(self, message: Message) -> None:
+        """Queue a final message past the capacity and close the queue behind it.
+
+        Raises:
+            ClosedResourceError: The outbound is already closed.
+        """
+        self._queue.force_nowait(message)
+        self._queue.close()
+        self._kick()
+
+    def close(self) -> None:
+        """Accept nothing more; the writer ends once what is queued has left."""
+        self._queue.close()
+        self._kick()
+
+    def abort(self) -> None:
+        """Drop what is queued and cut short a baton send in flight."""
+        queue = self._queue
+        queue.close()
+        while True:
+            try:
+                queue.receive_nowait()
+            except (WouldBlock, EndOfStream):
+                break
+        if self._scope is not None:
+            self._scope.cancel()
+        self._kick()
+
+    async def drain(self, limit: float) -> bool:
+        """Wait (at most ``limit`` s) until everything queued has left; True if it did."""
+        with anyio.move_on_after(limit):
+            if self._writing:
+                if self._done is None:
+                    self._done = anyio.Event()
+                await self._done.wait()
+            elif len(self._queue) or self._busy:
+                self._writing = True
+                await self._write()  # no writer task yet: be the writer, here
+            return True
+        return False
+
+    async def _send_now(self, message: Message) -> None:
+        self._busy = True
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                self._scope = scope
+                await self._deliver(message)
+        finally:
+            self._scope = None
+            self._busy = False
+            if len(self._queue) or self._queue.closed:
+                self._kick()
+        if scope.cancelled_caught:
+            raise ClosedResourceError  # the engine ended the connection meanwhile
+
+    async def _deliver(self, message: Message) -> None:
+        if self.final_sent:
+            return  # nothing leaves after the close
+        try:
+            await self._asgi_send(message)
+        except Exception as exc:
+            self._failed(exc)
+            raise ClosedResourceError from None
+        self.sent += 1
+        if _is_final(message):
+            self.final_sent = True
+
+    # -- the writer ----------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            self._wait.wake(parked)
+        elif not self._writing and len(self._queue):
+            self._writing = True
+            self._start_writer(self._write)
+
+    async def _write(self) -> None:
+        """Deliver what is queued, in order, whenever no baton send is in flight."""
+        queue = self._queue
+        try:
+            while True:
+                if self._busy or not len(queue):
+                    if queue.closed and not len(queue) and not self._busy:
+                        return
+                    self._parked = waiter = self._wait.new()
+                    try:
+                        await waiter
+                    finally:
+                        self._parked = None
+                    continue
+                message = queue.receive_nowait()
+                self._busy = True
+                try:
+                    await self._deliver(message)
+                except ClosedResourceError:
+                    return
+                finally:
+                    self._busy = False
+        finally:
+            self._writing = False
+            if self._done is not None:
+                self._done.set()
