@@ -140,6 +140,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_accepted",
         "_asgi_receive",
         "_asgi_send",
         "_children",
@@ -190,6 +191,7 @@ class Connection:
         self._disconnect: Message | None = None
         self._goodbye: tuple[int, str] | None = None
         self._peer_left = False
+        self._accepted = False
         self.websocket = WebSocket._run_by(scope, self)
         self._state = self.websocket._state
 
@@ -223,6 +225,7 @@ class Connection:
         if self._leaving is not None:
             return  # the peer left: nobody can read it, and the handler drains quietly
         if message["type"] == "websocket.accept":
+            self._accepted = True
             self._start_watchdogs()
         await self._outbound.send(message)
 
@@ -304,6 +307,8 @@ class Connection:
             raise
         if self._goodbye is not None:
             await self._say_goodbye(*self._goodbye)
+        if not self._peer_left and self._outbound.final_sent and self._accepted:
+            await self._await_disconnect()
         state = self._state
         logger.debug(
             "connection closed: %s with code %s by the %s", path, state.close_code, state.closed_by
@@ -415,6 +420,21 @@ class Connection:
                 await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
             except Exception:
                 logger.debug("could not send the close frame", exc_info=True)
+
+    async def _await_disconnect(self) -> None:
+        """After closing: read until the server reports the peer gone (bounded).
+
+        A server whose queue to the application is full (hypercorn's is bounded, and a
+        closed connection's reader has stopped) waits for the application to take a
+        message before it can see the peer's answer to the close and let the socket
+        go; whatever comes now is read and dropped.
+        """
+        with anyio.move_on_after(_GOODBYE_TIMEOUT):
+            try:
+                while (await self._asgi_receive())["type"] != "websocket.disconnect":
+                    pass
+            except Exception:
+                logger.debug("receive failed after the close", exc_info=True)
 
     def _start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         assert self._task_group is not None

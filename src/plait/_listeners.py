@@ -147,20 +147,46 @@ async def serve_composed(
     await accept()
     if websocket.application_state is not WebSocketState.CONNECTED:
         return  # the accept handler refused the connection
-    async with anyio.create_task_group() as task_group:
-        if listener is not None and listen_call is not None:
-            task_group.start_soon(_listen, websocket, listener, listen_call)
-        else:
-            task_group.start_soon(_refuse_incoming, websocket, on_receive, task_group.cancel_scope)
-        async with anyio.create_task_group() as stream_group:
-            for spec in streams:
-                stream_group.start_soon(_run_stream, websocket, spec, resolver, tag_streams)
-        if listener is None:
-            task_group.cancel_scope.cancel()  # every stream is done: the connection ends
+    # No task group of their own: the streams run in the connection's, whose failure
+    # rules are the ones wanted (one fails, all are cancelled, 1011), and the listener
+    # runs right here, in the handler's task. Each nested task group would cost every
+    # idle connection its tasks, scopes and sets.
+    children = websocket.task_group
+    if listener is not None and listen_call is not None:
+        for spec in streams:
+            children.start_soon(_run_stream, websocket, spec, resolver, tag_streams, None)
+        await _listen(websocket, listener, listen_call)
+        return
+    with anyio.CancelScope() as incoming:
+        remaining = _Remaining(len(streams), incoming)
+        for spec in streams:
+            children.start_soon(_run_stream, websocket, spec, resolver, tag_streams, remaining)
+        if streams:
+            await _refuse_incoming(websocket, on_receive)
+    # every stream is done (or the client was refused): the connection ends
+
+
+class _Remaining:
+    """Counts the streams still running; the last one to finish ends the route."""
+
+    __slots__ = ("count", "scope")
+
+    def __init__(self, count: int, scope: anyio.CancelScope) -> None:
+        self.count = count
+        self.scope = scope
+
+    def done(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self.scope.cancel()
 
 
 async def _run_stream(
-    websocket: WebSocket, spec: StreamSpec, resolver: Resolver, tag: bool
+    websocket: WebSocket,
+    spec: StreamSpec,
+    resolver: Resolver,
+    tag: bool,
+    remaining: _Remaining | None,
 ) -> None:
     # The generator is made inside its task: a task cancelled before it runs then
     # leaves no unclosed generator behind (trio warns about those).
@@ -175,6 +201,8 @@ async def _run_stream(
                 message = spec.codec.encode(item)
             if message is not None:
                 await websocket._send_data(message)
+    if remaining is not None:
+        remaining.done()
 
 
 async def _listen(
@@ -189,10 +217,22 @@ async def _listen(
             with contextlib.suppress(WebSocketDisconnect):
                 await websocket._send_data(reply)
 
+    if spec.concurrency == 1:
+        while True:
+            try:
+                message = await websocket._receive_data()
+            except WebSocketDisconnect:
+                return
+            try:
+                data = codec.decode(message)
+            except MessageDecodeError as exc:
+                await _invalid(websocket, spec.on_invalid, exc)
+                continue
+            await handle(data)
     async with anyio.create_task_group() as task_group:
         # A semaphore, not a CapacityLimiter: the receiving task takes every slot and the
         # handling tasks give them back (a limiter's tokens belong to their borrower).
-        limiter = anyio.Semaphore(spec.concurrency) if spec.concurrency > 1 else None
+        limiter = anyio.Semaphore(spec.concurrency)
         while True:
             try:
                 message = await websocket._receive_data()
@@ -203,14 +243,11 @@ async def _listen(
             except MessageDecodeError as exc:
                 await _invalid(websocket, spec.on_invalid, exc)
                 continue
-            if limiter is None:
-                await handle(data)
-            else:
-                await limiter.acquire()  # at most N at once: the reader waits meanwhile
-                # Held until handled: a peer that leaves meanwhile waits for the call.
-                engine = websocket._engine
-                engine.hold()
-                task_group.start_soon(_release_after, limiter, engine.release, handle, data)
+            await limiter.acquire()  # at most N at once: the reader waits meanwhile
+            # Held until handled: a peer that leaves meanwhile waits for the call.
+            engine = websocket._engine
+            engine.hold()
+            task_group.start_soon(_release_after, limiter, engine.release, handle, data)
 
 
 async def _release_after(
@@ -238,9 +275,7 @@ async def _invalid(
         await policy(websocket, error)
 
 
-async def _refuse_incoming(
-    websocket: WebSocket, policy: Literal["discard", "close"], scope: anyio.CancelScope
-) -> None:
+async def _refuse_incoming(websocket: WebSocket, policy: Literal["discard", "close"]) -> None:
     while True:
         try:
             await websocket._receive_data()
@@ -248,5 +283,4 @@ async def _refuse_incoming(
             return
         if policy == "close":
             await websocket.close(1003, "this endpoint does not accept messages")
-            scope.cancel()
             return
