@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import anyio
@@ -438,3 +438,31 @@ async def test_deny_from_a_listener_closes_with_1008() -> None:
         with pytest.raises(WebSocketDisconnect) as info:
             await ws.receive_text()
     assert (info.value.code, info.value.reason) == (1008, "not allowed")
+
+
+async def test_deny_from_a_stream_closes_with_1008_and_ends_the_route() -> None:
+    route = plait.WebSocketRoute("/s")
+    ended: list[str] = []
+
+    @route.stream()
+    async def guarded() -> AsyncGenerator[str, None]:
+        yield "first"
+        raise Deny(403, "no more for you")
+
+    @route.stream()
+    async def other() -> AsyncGenerator[str, None]:
+        try:
+            await anyio.sleep_forever()
+            yield ""
+        finally:
+            ended.append("other")
+
+    async with (
+        AsyncTestClient(App(routes=[route])) as client,
+        client.websocket_connect("/s") as ws,
+    ):
+        assert await ws.receive_text() == "first"
+        with pytest.raises(WebSocketDisconnect) as info:
+            await ws.receive_text()
+    assert (info.value.code, info.value.reason) == (1008, "no more for you")
+    assert ended == ["other"]

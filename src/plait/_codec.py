@@ -140,9 +140,13 @@ class MessageCodec:
             return {"type": "websocket.send", "text": value}
         if isinstance(value, bytes | bytearray | memoryview):
             return {"type": "websocket.send", "bytes": bytes(value)}
+        return self.frame(encode_json(value))
+
+    def frame(self, data: bytes) -> dict[str, Any]:
+        """The ``websocket.send`` message for JSON already encoded, in the route's mode."""
         if self._mode == "text":
-            return {"type": "websocket.send", "text": encode_json_text(value)}
-        return {"type": "websocket.send", "bytes": encode_json(value)}
+            return {"type": "websocket.send", "text": data.decode()}
+        return {"type": "websocket.send", "bytes": data}
 
 
 def encode_payload(message: Any) -> bytes:

@@ -24,24 +24,21 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import anyio
-import sniffio
 from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._channel import Channel
+from ._ending import close_for, denial
 from ._exceptions import (
-    MessageDecodeError,
-    MessageTypeError,
-    PlaitError,
     WebSocketStateError,
-    first_error,
 )
 from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat, StallPolicy
-from ._outbound import Outbound
+from ._outbound import Outbound, baton_allowed
+from ._reader import read
 from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._watchdogs import beat, watch_idle, watch_sends
-from ._websocket import WebSocket, validate_close
+from ._websocket import WebSocket
 
 __all__ = (
     "Connection",
@@ -146,18 +143,19 @@ class Connection:
         "_children",
         "_disconnect",
         "_drained",
-        "_dropped",
         "_goodbye",
         "_holding",
         "_holds",
-        "_inbound",
         "_leaving",
-        "_options",
         "_outbound",
         "_peer_left",
         "_state",
         "_task_group",
+        "dropped",
+        "inbound",
+        "options",
         "received",
+        "send_data",
         "websocket",
     )
 
@@ -166,19 +164,21 @@ class Connection:
     ) -> None:
         self._asgi_receive = receive
         self._asgi_send = send
-        self._options = options
-        self._inbound: Channel[Message] = Channel(options.inbound_capacity)
+        self.options = options
+        self.inbound: Channel[Message] = Channel(options.inbound_capacity)
         self._outbound = Outbound(
             send,
             options.outbound_capacity,
-            baton=_baton_allowed(options),
+            baton=baton_allowed(),
             start_writer=self._start,
             failed=self._send_failed,
         )
+        # The hot path of data messages: straight to the outbound side.
+        self.send_data = self._outbound.send
         self._task_group: TaskGroup | None = None
         self._children: TaskGroup | None = None
         self.received = 0
-        self._dropped = 0
+        self.dropped = 0
         # The handler took a message and has not asked for the next one yet; or it
         # holds messages that it still works on (a listener's concurrent calls).
         self._holding = False
@@ -201,7 +201,7 @@ class Connection:
         """The next message the reader read; the disconnect once they are all taken."""
         self._holding = False
         try:
-            message = await self._inbound.receive()
+            message = await self.inbound.receive()
         except EndOfStream:
             return self._take_disconnect()
         except get_cancelled_exc_class():
@@ -222,8 +222,6 @@ class Connection:
         Raises:
             ClosedResourceError: The connection is over.
         """
-        if self._leaving is not None:
-            return  # the peer left: nobody can read it, and the handler drains quietly
         if message["type"] == "websocket.accept":
             self._accepted = True
             self._start_watchdogs()
@@ -231,15 +229,15 @@ class Connection:
 
     def statistics(self) -> ConnectionStatistics:
         """Return the connection's counters."""
-        options, outbound = self._options, self._outbound
+        options, outbound = self.options, self._outbound
         return ConnectionStatistics(
-            len(self._inbound),
+            len(self.inbound),
             options.inbound_capacity,
             len(outbound.queue),
             options.outbound_capacity,
             self.received,
             outbound.sent,
-            self._dropped,
+            self.dropped,
         )
 
     @property
@@ -296,7 +294,7 @@ class Connection:
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
-                task_group.start_soon(self._read)
+                task_group.start_soon(read, self, self._asgi_receive)
                 final = await self._run_handler(handler)
                 await self._finish(final)
                 task_group.cancel_scope.cancel()
@@ -322,7 +320,7 @@ class Connection:
                 await handler(self.websocket)
                 children.cancel_scope.cancel()
         except Exception as exc:  # an ExceptionGroup too; never a cancellation
-            return self._close_for(exc)
+            return close_for(exc, self.path)
         except BaseExceptionGroup as group:
             # trio can report a cancellation together with errors raised as the
             # connection ended (a child's send after the peer left): the
@@ -331,38 +329,18 @@ class Connection:
             errors, others = rest.split(Exception) if rest is not None else (None, None)
             if others is not None:
                 raise  # KeyboardInterrupt, SystemExit: not ours to judge
-            final = self._close_for(errors) if errors is not None else (1000, "")
+            final = close_for(errors, self.path) if errors is not None else (1000, "")
             if cancelled is not None:
                 raise cancelled from None
             return final
         return (1000, "")
-
-    def _close_for(self, exc: Exception) -> tuple[int, str]:
-        """Choose the close for a handler that raised, and log what deserves it."""
-        error = first_error(exc)
-        path = self.path
-        if error is None:
-            return (1000, "")
-        if isinstance(error, MessageDecodeError):
-            logger.info("closing %s with 1007: the client sent %s", path, error)
-            return (1007, validate_close(1007, str(error)))
-        if isinstance(error, MessageTypeError):
-            logger.info("closing %s with 1003: %s", path, error)
-            return (1003, validate_close(1003, str(error)))
-        code = getattr(error, "close_code", None)
-        if isinstance(error, PlaitError) and isinstance(code, int):
-            # plait's own errors that say how to close (a too slow subscriber: 1013)
-            logger.warning("closing %s with %d: %s", path, code, error)
-            return (code, validate_close(code, getattr(error, "close_reason", "") or ""))
-        logger.error("handler for %s failed", path, exc_info=error)
-        return (1011, "internal error")
 
     async def _finish(self, final: tuple[int, str]) -> None:
         """Queue the close the handler's end calls for, then let the writer drain."""
         if self._peer_left:
             return  # the task group is cancelled: nothing can be said any more
         if self._leaving is not None:
-            self._peer_gone(self._leaving)  # the handler ended while the peer's left
+            self.peer_gone(self._leaving)  # the handler ended while the peer's left
             return
         state, outbound = self._state, self._outbound
         code, reason = final
@@ -371,35 +349,21 @@ class Connection:
                 state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
                 outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
             elif state.application is _CONNECTING:
-                self._deny(internal_error=code == 1011)
+                code, messages = denial(self.websocket.scope, internal_error=code == 1011)
+                state.did_send(messages[-1]["type"], WebSocketState.DISCONNECTED, code, "")
+                for message in messages[:-1]:
+                    outbound.queue.force_nowait(message)
+                outbound.finish(messages[-1])
             else:
                 outbound.close()
         except ClosedResourceError:
             pass  # closed already (an abort queued its close)
-        if not await outbound.drain(self._options.drain_timeout):
+        if not await outbound.drain(self.options.drain_timeout):
             logger.warning(
                 "%s: queued messages not delivered within %.1f s; dropping them",
                 self.path,
-                self._options.drain_timeout,
+                self.options.drain_timeout,
             )
-
-    def _deny(self, *, internal_error: bool) -> None:
-        """End a connection whose handler never accepted it."""
-        state, outbound = self._state, self._outbound
-        extensions = self.websocket.scope.get("extensions") or {}
-        if internal_error and "websocket.http.response" in extensions:
-            body = b"Internal Server Error"
-            start = {
-                "type": "websocket.http.response.start",
-                "status": 500,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"21")],
-            }
-            state.did_send("websocket.http.response.body", WebSocketState.DISCONNECTED, 1011, "")
-            outbound.queue.force_nowait(start)
-            outbound.finish({"type": "websocket.http.response.body", "body": body})
-        else:
-            state.did_send("websocket.close", WebSocketState.DISCONNECTED, 1000, "")
-            outbound.finish({"type": "websocket.close", "code": 1000, "reason": ""})
 
     async def _say_goodbye(self, code: int, reason: str) -> None:
         """Send a close after the task group is gone (the writer is gone: one sender).
@@ -452,10 +416,10 @@ class Connection:
 
     def _check_drained(self) -> None:
         leaving = self._leaving
-        if leaving is not None and not (len(self._inbound) or self._holding or self._holds):
-            self._peer_gone(leaving)
+        if leaving is not None and not (len(self.inbound) or self._holding or self._holds):
+            self.peer_gone(leaving)
 
-    def _peer_gone(self, disconnect: Message) -> None:
+    def peer_gone(self, disconnect: Message) -> None:
         """The peer disconnected: cancel everything the connection runs."""
         if self._peer_left:
             return
@@ -473,7 +437,7 @@ class Connection:
             logger.debug("send failed: the peer is gone", exc_info=exc)
         else:
             logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
-        self._peer_gone({"type": "websocket.disconnect", "code": 1006})
+        self.peer_gone({"type": "websocket.disconnect", "code": 1006})
 
     def abort(self, code: int, reason: str) -> None:
         """Close from the engine's side: queue the close, cancel the handler only."""
@@ -491,7 +455,7 @@ class Connection:
         logger.warning(
             "closing %s with 1008: the client read nothing for %s s",
             self.path,
-            self._options.send_timeout,
+            self.options.send_timeout,
         )
         code, reason = self._goodbye = (1008, "client too slow")
         self._state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
@@ -508,10 +472,10 @@ class Connection:
             "code": code,
             "reason": state.close_reason,
         }
-        self._inbound.close()
+        self.inbound.close()
 
     def _start_watchdogs(self) -> None:
-        options, task_group = self._options, self._task_group
+        options, task_group = self.options, self._task_group
         if task_group is None:
             return
         if options.idle_timeout is not None:
@@ -523,110 +487,15 @@ class Connection:
 
     # -- the reader ------------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        receive, inbound, options = self._asgi_receive, self._inbound, self._options
-        limit = options.max_message_size
-        pong = None if options.heartbeat is None else options.heartbeat.pong
-        overflowing = False  # the handler stopped reading: reading on to see the peer
-        try:
-            while True:
-                message = await receive()
-                message_type = message["type"]
-                if message_type == "websocket.receive":
-                    self.received += 1
-                    if pong is not None and message.get("text") == pong:
-                        continue  # the heartbeat's answer: alive, and nothing to deliver
-                    text = message.get("text")
-                    if (
-                        limit is not None
-                        and (text is None or len(text) * 4 > limit)
-                        and _size_over(message, limit)
-                    ):
-                        logger.info(
-                            "closing %s with 1009: a message exceeds %d bytes", self.path, limit
-                        )
-                        self.abort(1009, "message too big")
-                        return
-                    if not inbound.full:
-                        overflowing = False
-                        inbound.send_nowait(message)
-                    elif not overflowing:
-                        overflowing = not await self._wait_for_room(message)
-                    elif options.on_stall == "close":
-                        logger.warning(
-                            "closing %s with 1008: the handler took no message for %s s",
-                            self.path,
-                            options.stall_timeout,
-                        )
-                        self.abort(1008, "messages not read")
-                        return
-                    else:
-                        self._dropped += 1
-                elif message_type == "websocket.disconnect":
-                    await self._peer_leaves(message)
-                    return
-                else:
-                    await inbound.send(message)
-        except ClosedResourceError:
-            return  # the engine ended the connection: nothing more to read
-        except Exception:
-            logger.exception("the server's receive() failed; treating the peer as gone")
-            self._peer_gone({"type": "websocket.disconnect", "code": 1006})
-
-    async def _wait_for_room(self, message: Message) -> bool:
-        """Queue ``message`` once there is room; False if the handler stopped taking."""
-        stall = self._options.stall_timeout
-        if stall is None:
-            await self._inbound.send(message)
-            return True
-        with anyio.move_on_after(stall):
-            await self._inbound.send(message)
-            return True
-        # Nothing taken for stall_timeout: keep this one (one past the capacity) and
-        # read on, so that the peer's leaving is seen however long the handler sleeps.
-        self._inbound.force_nowait(message)
-        logger.warning(
-            "%s: the handler took no message for %s s; reading on (on_stall=%r)",
-            self.path,
-            stall,
-            self._options.on_stall,
-        )
-        return False
-
-    async def _peer_leaves(self, disconnect: Message) -> None:
+    async def peer_leaves(self, disconnect: Message) -> None:
         """The peer left: let the handler take what it sent first, for a bounded time."""
         self._leaving = disconnect
-        if not len(self._inbound):
-            self._peer_gone(disconnect)  # nothing left unread: cancel at once
+        self._outbound.dropping = True  # nobody can read what the handler sends now
+        if not len(self.inbound):
+            self.peer_gone(disconnect)  # nothing left unread: cancel at once
             return
         self._drained = anyio.Event()
-        self._inbound.close()  # a receive waiting on an empty inbound gets the disconnect
-        with anyio.move_on_after(self._options.drain_timeout):
+        self.inbound.close()  # a receive waiting on an empty inbound gets the disconnect
+        with anyio.move_on_after(self.options.drain_timeout):
             await self._drained.wait()
-        self._peer_gone(disconnect)
-
-
-def _baton_allowed(options: ConnectionOptions) -> bool:
-    """Whether senders may make the server's ``send`` call themselves.
-
-    A deadline (``send_timeout``, ``idle_timeout``, ``heartbeat``) must be able to
-    cancel the handler on time. On asyncio the engine can interrupt a baton send; on
-    trio a server may shield its socket writes (hypercorn's trio worker does), which
-    would hold a handler stuck in its own send past the deadline: there every send
-    goes through the writer task when a deadline is set.
-    """
-    if options.send_timeout is None and options.idle_timeout is None and options.heartbeat is None:
-        return True
-    return sniffio.current_async_library() == "asyncio"
-
-
-def _size_over(message: Message, limit: int) -> bool:
-    data = message.get("bytes")
-    if data is not None:
-        return len(data) > limit
-    text: str = message.get("text") or ""
-    if len(text) > limit:
-        return True
-    if len(text) * 4 <= limit:
-        return False  # even at four bytes a character it fits
-    return len(text.encode()) > limit
+        self.peer_gone(disconnect)

@@ -40,6 +40,11 @@ class Engine(Protocol):
         """
         ...
 
+    @property
+    def send_data(self) -> Send:
+        """:meth:`send` for ``websocket.send`` while both sides are connected."""
+        ...
+
     def statistics(self) -> ConnectionStatistics:
         """The connection's counters."""
         ...
@@ -61,11 +66,12 @@ class Engine(Protocol):
 class DirectEngine:
     """The server's ``receive`` and ``send`` themselves: a WebSocket with no engine."""
 
-    __slots__ = ("_send", "receive")
+    __slots__ = ("_send", "receive", "send_data")
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self.receive = receive
         self._send = send
+        self.send_data = self.send
 
     async def send(self, message: Message) -> None:
         """Send directly; a transport error means the peer is gone."""

@@ -23,8 +23,10 @@ import anyio
 from ._codec import MessageCodec, encode_json_text
 from ._exceptions import MessageDecodeError, WebSocketDisconnect
 from ._injection import InjectionError, Plan, Resolver, plan_callable
+from ._params import Deny
 from ._state import WebSocketState
-from ._websocket import WebSocket
+from ._websocket import WebSocket, validate_close
+from .channels._hub import ChannelMessage, encode_message
 
 __all__ = (
     "InvalidMessagePolicy",
@@ -188,6 +190,21 @@ async def _run_stream(
     tag: bool,
     remaining: _Remaining | None,
 ) -> None:
+    try:
+        await _stream_items(websocket, spec, resolver, tag)
+    except Deny as deny:
+        # The client is refused: 1008 with the detail, and the route ends with it.
+        logger.info("refused %s from the stream %s: %s", websocket.url.path, spec.name, deny)
+        await websocket.close(1008, validate_close(1008, str(deny.detail)))
+        websocket.task_group.cancel_scope.cancel()
+        return
+    if remaining is not None:
+        remaining.done()
+
+
+async def _stream_items(
+    websocket: WebSocket, spec: StreamSpec, resolver: Resolver, tag: bool
+) -> None:
     # The generator is made inside its task: a task cancelled before it runs then
     # leaves no unclosed generator behind (trio warns about those).
     generator: AsyncGenerator[Any, None] = await resolver.call(spec.plan)
@@ -197,12 +214,12 @@ async def _run_stream(
             if tag:
                 text = encode_json_text({"stream": spec.name, "data": item})
                 message = {"type": "websocket.send", "text": text}
+            elif type(item) is ChannelMessage:
+                message = spec.codec.frame(encode_message(item))  # once per publish
             else:
                 message = spec.codec.encode(item)
             if message is not None:
                 await websocket._send_data(message)
-    if remaining is not None:
-        remaining.done()
 
 
 async def _listen(

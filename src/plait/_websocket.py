@@ -356,7 +356,7 @@ class WebSocket(Mapping[str, Any]):
             return
         # The hot path: both sides connected, where a data message changes no state.
         try:
-            await self._engine.send(message)
+            await self._engine.send_data(message)
         except ClosedResourceError:
             state.peer_disconnected(1006, "")
             raise state.closed_error("send 'websocket.send'") from None

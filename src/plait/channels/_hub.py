@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._backend import waiters
-from .._codec import decode_payload, encode_payload
+from .._codec import decode_payload, encode_json, encode_payload
 from .._exceptions import PlaitError
 from ._backend import Backend, StoredMessage
 from ._memory import MemoryBackend
@@ -53,6 +53,26 @@ class ChannelMessage:
     """Its id: later messages of a channel have greater ids."""
     data: Any
     """What was published: bytes, str, or the JSON data msgspec made of an object."""
+
+
+_last_encoded: tuple[object, bytes] = (None, b"")
+
+
+def encode_message(message: ChannelMessage) -> bytes:
+    """``message`` as JSON (``channel``, ``id``, ``data``), encoded once per publish.
+
+    One publish reaches every subscriber as the same object, and their streams send it
+    one after another: the first encodes it, the others find it in this one-entry
+    cache (compared by identity, and swapped as one tuple, so threads running loops of
+    their own cannot mix two entries up).
+    """
+    global _last_encoded
+    last = _last_encoded
+    if last[0] is message:
+        return last[1]
+    encoded = encode_json(message)
+    _last_encoded = (message, encoded)
+    return encoded
 
 
 class Subscription:

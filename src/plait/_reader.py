@@ -1,0 +1,137 @@
+"""The reader: the one task that calls ASGI ``receive``.
+
+It reads at most ``inbound_capacity`` messages ahead of the handler, then waits for
+room, so that the server's own flow control pushes back on the client. It never waits
+forever: once the inbound has been full with nothing taken for ``stall_timeout``, the
+handler has stopped reading, and the reader reads on. The one message in its hand is
+kept (one past the capacity); a disconnect is then seen as always; a further data
+message closes the connection with 1008 or is dropped and counted (``on_stall``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import anyio
+from anyio import ClosedResourceError
+
+from ._channel import Channel
+from ._options import ConnectionOptions
+from ._types import Message, Receive
+
+__all__ = ("Reading", "read")
+
+logger = logging.getLogger("plait._connection")
+
+
+class Reading(Protocol):
+    """What the reader reads into and tells on a connection."""
+
+    options: ConnectionOptions
+    inbound: Channel[Message]
+    received: int
+    dropped: int
+
+    @property
+    def path(self) -> str:
+        """The connection's path, for the log."""
+        ...
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close from the engine's side and cancel the handler."""
+        ...
+
+    async def peer_leaves(self, disconnect: Message) -> None:
+        """The peer left: drain, then cancel."""
+        ...
+
+    def peer_gone(self, disconnect: Message) -> None:
+        """The peer is gone: cancel everything now."""
+        ...
+
+
+async def read(connection: Reading, receive: Receive) -> None:
+    """Read from the server until the peer leaves or the connection ends."""
+    inbound, options = connection.inbound, connection.options
+    limit = options.max_message_size
+    pong = None if options.heartbeat is None else options.heartbeat.pong
+    overflowing = False  # the handler stopped reading: reading on to see the peer
+    try:
+        while True:
+            message = await receive()
+            message_type = message["type"]
+            if message_type == "websocket.receive":
+                connection.received += 1
+                if pong is not None and message.get("text") == pong:
+                    continue  # the heartbeat's answer: alive, and nothing to deliver
+                text = message.get("text")
+                if (
+                    limit is not None
+                    and (text is None or len(text) * 4 > limit)
+                    and _size_over(message, limit)
+                ):
+                    logger.info(
+                        "closing %s with 1009: a message exceeds %d bytes", connection.path, limit
+                    )
+                    connection.abort(1009, "message too big")
+                    return
+                if not inbound.full:
+                    overflowing = False
+                    inbound.send_nowait(message)
+                elif not overflowing:
+                    overflowing = not await _wait_for_room(connection, message)
+                elif options.on_stall == "close":
+                    logger.warning(
+                        "closing %s with 1008: the handler took no message for %s s",
+                        connection.path,
+                        options.stall_timeout,
+                    )
+                    connection.abort(1008, "messages not read")
+                    return
+                else:
+                    connection.dropped += 1
+            elif message_type == "websocket.disconnect":
+                await connection.peer_leaves(message)
+                return
+            else:
+                await inbound.send(message)
+    except ClosedResourceError:
+        return  # the engine ended the connection: nothing more to read
+    except Exception:
+        logger.exception("the server's receive() failed; treating the peer as gone")
+        connection.peer_gone({"type": "websocket.disconnect", "code": 1006})
+
+
+async def _wait_for_room(connection: Reading, message: Message) -> bool:
+    """Queue ``message`` once there is room; False if the handler stopped taking."""
+    inbound, options = connection.inbound, connection.options
+    stall = options.stall_timeout
+    if stall is None:
+        await inbound.send(message)
+        return True
+    with anyio.move_on_after(stall):
+        await inbound.send(message)
+        return True
+    # Nothing taken for stall_timeout: keep this one (one past the capacity) and read
+    # on, so that the peer's leaving is seen however long the handler sleeps.
+    inbound.force_nowait(message)
+    logger.warning(
+        "%s: the handler took no message for %s s; reading on (on_stall=%r)",
+        connection.path,
+        stall,
+        options.on_stall,
+    )
+    return False
+
+
+def _size_over(message: Message, limit: int) -> bool:
+    data = message.get("bytes")
+    if data is not None:
+        return len(data) > limit
+    text: str = message.get("text") or ""
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit:
+        return False  # even at four bytes a character it fits
+    return len(text.encode()) > limit
