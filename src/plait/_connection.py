@@ -21,13 +21,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, cast
 
 import anyio
 from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._channel import Channel
+from ._children import Children
 from ._ending import close_for, denial
 from ._exceptions import (
     WebSocketStateError,
@@ -144,6 +146,7 @@ class Connection:
         "_disconnect",
         "_drained",
         "_goodbye",
+        "_handler_scope",
         "_holding",
         "_holds",
         "_leaving",
@@ -176,7 +179,8 @@ class Connection:
         # The hot path of data messages: straight to the outbound side.
         self.send_data = self._outbound.send
         self._task_group: TaskGroup | None = None
-        self._children: TaskGroup | None = None
+        self._handler_scope: anyio.CancelScope | None = None
+        self._children: Children | None = None
         self.received = 0
         self.dropped = 0
         # The handler took a message and has not asked for the next one yet; or it
@@ -242,10 +246,15 @@ class Connection:
 
     @property
     def task_group(self) -> TaskGroup:
-        """The handler's task group: its tasks end with the handler."""
-        if self._children is None:
-            raise WebSocketStateError("the handler is not running")
-        return self._children
+        """The handler's task group, made on first use: its tasks end with the handler."""
+        children = self._children
+        if children is None:
+            if self._task_group is None or self._handler_scope is None:
+                raise WebSocketStateError("the handler is not running")
+            children = self._children = Children(
+                self._task_group, self._handler_scope, partial(close_for, path=self.path)
+            )
+        return cast("TaskGroup", children)
 
     def hold(self) -> None:
         """A taken message is still being worked on: the drain at the close waits."""
@@ -315,10 +324,15 @@ class Connection:
     async def _run_handler(self, handler: Handler) -> tuple[int, str]:
         """Run the handler; return the close (code, reason) its end calls for."""
         try:
-            async with anyio.create_task_group() as children:
-                self._children = children
-                await handler(self.websocket)
-                children.cancel_scope.cancel()
+            try:
+                with anyio.CancelScope() as self._handler_scope:
+                    await handler(self.websocket)
+            except BaseException:
+                await self._end_children(report=True)
+                raise
+            await self._end_children(report=False)
+            if self._children is not None and self._children.errors:
+                raise ExceptionGroup("a task of the handler failed", self._children.errors)
         except Exception as exc:  # an ExceptionGroup too; never a cancellation
             return close_for(exc, self.path)
         except BaseExceptionGroup as group:
@@ -334,6 +348,21 @@ class Connection:
                 raise cancelled from None
             return final
         return (1000, "")
+
+    async def _end_children(self, *, report: bool) -> None:
+        """Cancel the handler's tasks and wait for them; ``report`` logs their errors
+        (the handler's end is an exception of its own, or a cancellation)."""
+        children = self._children
+        if children is None:
+            return
+        children.cancel_tasks()
+        try:
+            await children.wait()
+        finally:
+            children.collecting = False
+            if report:
+                for error in children.errors:
+                    close_for(error, self.path)
 
     async def _finish(self, final: tuple[int, str]) -> None:
         """Queue the close the handler's end calls for, then let the writer drain."""
@@ -447,8 +476,8 @@ class Connection:
             with contextlib.suppress(ClosedResourceError):  # a close is on its way already
                 self._outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
         self._end()
-        if self._children is not None:
-            self._children.cancel_scope.cancel()
+        if self._handler_scope is not None:
+            self._handler_scope.cancel()
 
     def client_too_slow(self) -> None:
         """End with 1008: drop what is queued, cancel everything, close when allowed."""
