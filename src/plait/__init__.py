@@ -12,7 +12,6 @@ from ._connection import ConnectionOptions as ConnectionOptions
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._connection import Handler as Handler
 from ._connection import Heartbeat as Heartbeat
-from ._connection import serve_connection as serve_connection
 from ._datastructures import URL as URL
 from ._datastructures import Address as Address
 from ._datastructures import State as State
@@ -38,6 +37,7 @@ from ._routing import WebSocketRoute as WebSocketRoute
 from ._routing import listener as listener
 from ._routing import stream as stream
 from ._routing import websocket as websocket
+from ._serve import serve_connection as serve_connection
 from ._state import WebSocketState as WebSocketState
 from ._websocket import WebSocket as WebSocket
 from .channels import Hub as Hub

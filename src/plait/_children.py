@@ -75,11 +75,24 @@ class Children:
         for scope in self._running:
             scope.cancel()
 
-    async def wait(self) -> None:
-        """Wait until every task has ended."""
-        if self._running:
-            self._done = anyio.Event()
-            await self._done.wait()
+    async def end(self, *, report: bool) -> None:
+        """Cancel the tasks and wait for them: the handler has ended.
+
+        Args:
+            report: Log their errors now (the handler's end is an error of its own or
+                a cancellation, which their errors cannot join).
+        """
+        for scope in self._running:
+            scope.cancel()
+        try:
+            if self._running:
+                self._done = anyio.Event()
+                await self._done.wait()
+        finally:
+            self.collecting = False
+            if report:
+                for error in self.errors:
+                    self._late(error)
 
     async def __aenter__(self) -> Children:
         raise RuntimeError("ws.task_group is already open: use it directly")

@@ -1,19 +1,9 @@
 """The connection engine: one task group per connection, reader, writer and handler.
 
-::
-
-    ASGI receive -> reader -> inbound channel (bounded) -> handler (ws.receive_*)
-    ASGI send    <- writer <- outbound queue (bounded)  <- handler and any other sender
-                 <- (or the sender itself, holding the baton when the writer is idle)
-
-Only the reader calls ASGI ``receive``; ASGI ``send`` is called one message at a time,
-in order, by the writer or by a sender holding the baton (:mod:`plait._outbound`).
-
-When the peer goes (the reader sees ``websocket.disconnect``, or a ``send`` fails), the
-handler first gets what the peer sent before it left: ``receive_*`` returns those
-messages, then the disconnect. The task group is cancelled once the handler has taken
-them all and is done with the last one, or after ``drain_timeout``; at once when nothing
-was left. A ``receive_*`` pending at that moment raises :class:`WebSocketDisconnect`.
+Only the reader (:mod:`plait._reader`) calls ASGI ``receive``; ASGI ``send`` is called
+one message at a time, in order, by the writer or a sender holding the baton
+(:mod:`plait._outbound`). When the peer goes, the handler first gets what the peer sent
+before it left, then the task group is cancelled (:doc:`/discussion/closing`).
 """
 
 from __future__ import annotations
@@ -30,26 +20,19 @@ from anyio.abc import TaskGroup
 
 from ._channel import Channel
 from ._children import Children
-from ._ending import close_for, denial
+from ._ending import await_disconnect, close_for, denial, send_goodbye
 from ._exceptions import (
     WebSocketStateError,
 )
-from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat, StallPolicy
+from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat
 from ._outbound import Outbound, baton_allowed
 from ._reader import read
 from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
-from ._watchdogs import beat, watch_idle, watch_sends
+from ._watchdogs import start_watchdogs
 from ._websocket import WebSocket
 
-__all__ = (
-    "Connection",
-    "ConnectionOptions",
-    "ConnectionStatistics",
-    "Handler",
-    "Heartbeat",
-    "serve_connection",
-)
+__all__ = ("Connection", "ConnectionOptions", "ConnectionStatistics", "Handler", "Heartbeat")
 
 logger = logging.getLogger(__name__)
 
@@ -58,78 +41,6 @@ Handler = Callable[[WebSocket], Awaitable[Any]]
 
 _CONNECTED: Final = WebSocketState.CONNECTED
 _CONNECTING: Final = WebSocketState.CONNECTING
-_GOODBYE_TIMEOUT: Final = 1.0
-
-
-async def serve_connection(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    handler: Handler,
-    *,
-    max_message_size: int | None = 1024 * 1024,
-    inbound_capacity: int = 16,
-    outbound_capacity: int = 16,
-    send_timeout: float | None = None,
-    drain_timeout: float = 5.0,
-    idle_timeout: float | None = None,
-    heartbeat: Heartbeat | None = None,
-    stall_timeout: float | None = 10.0,
-    on_stall: StallPolicy = "close",
-) -> None:
-    """Run ``handler(websocket)`` for one connection, as reader, writer and handler tasks.
-
-    Call it from a raw ASGI app for a ``websocket`` scope::
-
-        async def app(scope, receive, send):
-            await plait.serve_connection(scope, receive, send, handler)
-
-    The handler gets a :class:`WebSocket` and decides when to ``accept()``. When it
-    returns, the connection closes with 1000 once what it queued is delivered (waiting
-    at most ``drain_timeout``). When it raises, the error is logged with its traceback
-    and the connection closes with 1011 and a generic reason (an HTTP 500 before the
-    handshake); :class:`MessageDecodeError` closes with 1007 and
-    :class:`MessageTypeError` with 1003, as the client's fault. When the peer leaves,
-    the handler still gets the messages it sent before leaving, then is cancelled.
-
-    Args:
-        scope: The ASGI ``websocket`` scope.
-        receive: The ASGI receive callable; only the reader task calls it.
-        send: The ASGI send callable, called one message at a time.
-        handler: The async function that runs the connection.
-        max_message_size: Largest incoming message in bytes (``None``: no limit);
-            a larger one closes the connection with 1009.
-        inbound_capacity: Messages read ahead of the handler; when they are not
-            taken, the reader stops reading and the server's flow control pushes
-            back on the client.
-        outbound_capacity: Messages queued for the writer before senders wait.
-        send_timeout: Seconds one message may take to leave before the client is
-            deemed too slow and the connection closes with 1008 (``None``: wait).
-        drain_timeout: Seconds to deliver queued messages after the handler ends, and
-            seconds the handler has to take what the peer sent before it left.
-        idle_timeout: Close with 1001 once nothing arrived from the peer for this many
-            seconds after the handshake (``None``: never).
-        heartbeat: Ping the peer at the application level and close with 1001 when it
-            stops answering; see :class:`Heartbeat`.
-        stall_timeout: Seconds the inbound may stay full with nothing taken before the
-            reader reads on, so that a handler that stopped reading still sees the
-            peer leave (``None``: wait for room forever).
-        on_stall: What a message read on after ``stall_timeout`` does: ``"close"``
-            the connection with 1008, or ``"drop"`` the message (counted in
-            :meth:`WebSocket.statistics`).
-    """
-    options = ConnectionOptions(
-        max_message_size=max_message_size,
-        inbound_capacity=inbound_capacity,
-        outbound_capacity=outbound_capacity,
-        send_timeout=send_timeout,
-        drain_timeout=drain_timeout,
-        idle_timeout=idle_timeout,
-        heartbeat=heartbeat,
-        stall_timeout=stall_timeout,
-        on_stall=on_stall,
-    )
-    await Connection(scope, receive, send, options).run(handler)
 
 
 class Connection:
@@ -228,7 +139,8 @@ class Connection:
         """
         if message["type"] == "websocket.accept":
             self._accepted = True
-            self._start_watchdogs()
+            if self._task_group is not None:
+                start_watchdogs(self._task_group, self, self.options)
         await self._outbound.send(message)
 
     def statistics(self) -> ConnectionStatistics:
@@ -315,7 +227,7 @@ class Connection:
         if self._goodbye is not None:
             await self._say_goodbye(*self._goodbye)
         if not self._peer_left and self._outbound.final_sent and self._accepted:
-            await self._await_disconnect()
+            await await_disconnect(self._asgi_receive)
         state = self._state
         logger.debug(
             "connection closed: %s with code %s by the %s", path, state.close_code, state.closed_by
@@ -328,9 +240,11 @@ class Connection:
                 with anyio.CancelScope() as self._handler_scope:
                     await handler(self.websocket)
             except BaseException:
-                await self._end_children(report=True)
+                if self._children is not None:
+                    await self._children.end(report=True)
                 raise
-            await self._end_children(report=False)
+            if self._children is not None:
+                await self._children.end(report=False)
             if self._children is not None and self._children.errors:
                 raise ExceptionGroup("a task of the handler failed", self._children.errors)
         except Exception as exc:  # an ExceptionGroup too; never a cancellation
@@ -348,21 +262,6 @@ class Connection:
                 raise cancelled from None
             return final
         return (1000, "")
-
-    async def _end_children(self, *, report: bool) -> None:
-        """Cancel the handler's tasks and wait for them; ``report`` logs their errors
-        (the handler's end is an exception of its own, or a cancellation)."""
-        children = self._children
-        if children is None:
-            return
-        children.cancel_tasks()
-        try:
-            await children.wait()
-        finally:
-            children.collecting = False
-            if report:
-                for error in children.errors:
-                    close_for(error, self.path)
 
     async def _finish(self, final: tuple[int, str]) -> None:
         """Queue the close the handler's end calls for, then let the writer drain."""
@@ -408,26 +307,7 @@ class Connection:
         elif self._goodbye is None:
             return
         self._outbound.final_sent = True
-        with anyio.move_on_after(_GOODBYE_TIMEOUT):
-            try:
-                await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
-            except Exception:
-                logger.debug("could not send the close frame", exc_info=True)
-
-    async def _await_disconnect(self) -> None:
-        """After closing: read until the server reports the peer gone (bounded).
-
-        A server whose queue to the application is full (hypercorn's is bounded, and a
-        closed connection's reader has stopped) waits for the application to take a
-        message before it can see the peer's answer to the close and let the socket
-        go; whatever comes now is read and dropped.
-        """
-        with anyio.move_on_after(_GOODBYE_TIMEOUT):
-            try:
-                while (await self._asgi_receive())["type"] != "websocket.disconnect":
-                    pass
-            except Exception:
-                logger.debug("receive failed after the close", exc_info=True)
+        await send_goodbye(self._asgi_send, code, reason)
 
     def _start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         assert self._task_group is not None
@@ -502,19 +382,6 @@ class Connection:
             "reason": state.close_reason,
         }
         self.inbound.close()
-
-    def _start_watchdogs(self) -> None:
-        options, task_group = self.options, self._task_group
-        if task_group is None:
-            return
-        if options.idle_timeout is not None:
-            task_group.start_soon(watch_idle, self, options.idle_timeout)
-        if options.heartbeat is not None:
-            task_group.start_soon(beat, self, options.heartbeat)
-        if options.send_timeout is not None:
-            task_group.start_soon(watch_sends, self, options.send_timeout)
-
-    # -- the reader ------------------------------------------------------------------------
 
     async def peer_leaves(self, disconnect: Message) -> None:
         """The peer left: let the handler take what it sent first, for a bounded time."""

@@ -1,17 +1,20 @@
-"""How a connection ends: the close a handler's end calls for, and the denial before accept.
-
-Pure decisions, no I/O: the engine sends what these return.
-"""
+"""How a connection ends: the close a handler's end calls for, the denial before
+accept, and the last words once the connection's tasks are gone."""
 
 from __future__ import annotations
 
 import logging
+from typing import Final
+
+import anyio
 
 from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, first_error
-from ._types import Message, Scope
+from ._types import Message, Receive, Scope, Send
 from ._websocket import validate_close
 
-__all__ = ("close_for", "denial")
+__all__ = ("await_disconnect", "close_for", "denial", "send_goodbye")
+
+_GOODBYE_TIMEOUT: Final = 1.0
 
 logger = logging.getLogger("plait._connection")
 
@@ -57,3 +60,32 @@ def denial(scope: Scope, *, internal_error: bool) -> tuple[int, list[Message]]:
         body: Message = {"type": "websocket.http.response.body", "body": b"Internal Server Error"}
         return (1011, [start, body])
     return (1000, [{"type": "websocket.close", "code": 1000, "reason": ""}])
+
+
+async def send_goodbye(send: Send, code: int, reason: str) -> None:
+    """Send a close after the connection's tasks are gone (bounded, errors logged).
+
+    Used when the server cancels the connection (1001), and for a client too slow to
+    read (1008), whose close the writer could not deliver.
+    """
+    with anyio.move_on_after(_GOODBYE_TIMEOUT):
+        try:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:
+            logger.debug("could not send the close frame", exc_info=True)
+
+
+async def await_disconnect(receive: Receive) -> None:
+    """After closing: read until the server reports the peer gone (bounded).
+
+    A server whose queue to the application is full (hypercorn's is bounded, and a
+    closed connection's reader has stopped) waits for the application to take a
+    message before it can see the peer's answer to the close and let the socket go;
+    whatever comes now is read and dropped.
+    """
+    with anyio.move_on_after(_GOODBYE_TIMEOUT):
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        except Exception:
+            logger.debug("receive failed after the close", exc_info=True)

@@ -11,11 +11,12 @@ from typing import Protocol
 
 import anyio
 from anyio import ClosedResourceError
+from anyio.abc import TaskGroup
 
-from ._options import Heartbeat
+from ._options import ConnectionOptions, Heartbeat
 from ._types import Message
 
-__all__ = ("beat", "watch_idle", "watch_sends")
+__all__ = ("beat", "start_watchdogs", "watch_idle", "watch_sends")
 
 logger = logging.getLogger("plait._connection")
 
@@ -54,6 +55,16 @@ class Watched(Protocol):
     async def send(self, message: Message) -> None:
         """Send as any other sender does."""
         ...
+
+
+def start_watchdogs(task_group: TaskGroup, connection: Watched, options: ConnectionOptions) -> None:
+    """Start the watchdogs ``options`` ask for (at ``accept()``)."""
+    if options.idle_timeout is not None:
+        task_group.start_soon(watch_idle, connection, options.idle_timeout)
+    if options.heartbeat is not None:
+        task_group.start_soon(beat, connection, options.heartbeat)
+    if options.send_timeout is not None:
+        task_group.start_soon(watch_sends, connection, options.send_timeout)
 
 
 async def watch_idle(connection: Watched, limit: float) -> None:
