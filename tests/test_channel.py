@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import anyio
 import pytest
@@ -133,17 +134,19 @@ async def test_only_a_call_that_waits_is_a_cancellation_point() -> None:
 
 
 async def test_a_woken_then_cancelled_receiver_loses_no_item() -> None:
+    # A cancel scope cannot take a wake-up back, on either backend: the woken receiver
+    # takes the item, and the cancellation lands at its next checkpoint.
     channel: Channel[int] = Channel(4)
-    got: list[int] = []
+    got: list[tuple[str, int]] = []
     first_scope = anyio.CancelScope()
 
     async def first() -> None:
         with first_scope:
-            got.append(await channel.receive())
+            got.append(("first", await channel.receive()))
 
     async def second() -> None:
         with contextlib.suppress(EndOfStream):
-            got.append(await channel.receive())
+            got.append(("second", await channel.receive()))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(first)
@@ -151,11 +154,49 @@ async def test_a_woken_then_cancelled_receiver_loses_no_item() -> None:
         tg.start_soon(second)
         await anyio.wait_all_tasks_blocked()
         channel.send_nowait(5)  # wakes the first receiver ...
-        first_scope.cancel()  # ... which may be cancelled before it runs
+        first_scope.cancel()  # ... and cancels it before it runs
         await anyio.wait_all_tasks_blocked()
+        assert channel.statistics().waiting_receivers == 1  # the second still waits
         channel.close()
-    # The first took it before the cancel landed, or passed its turn to the second.
-    assert got == [5]
+    assert got == [("first", 5)]
+    assert not first_scope.cancelled_caught
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_receiver_woken_then_cancelled_by_task_cancel_passes_the_item_on(
+    anyio_backend: str,
+) -> None:
+    # asyncio's Task.cancel() does land on a task whose wake-up is already scheduled:
+    # that receiver never takes the item, so it must wake the next one.
+    import asyncio
+
+    channel: Channel[int] = Channel(4)
+    got: list[tuple[str, object]] = []
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def first() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        try:
+            got.append(("first", await channel.receive()))
+        except asyncio.CancelledError:
+            got.append(("first", "cancelled"))
+            task.uncancel()  # handled here: the task group must not see it
+
+    async def second() -> None:
+        got.append(("second", await channel.receive()))
+
+    with anyio.move_on_after(1):  # a lost wake-up leaves the second waiting
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            channel.send_nowait(5)  # wakes the first receiver ...
+            tasks[0].cancel()  # ... and cancels it before it runs
+    assert got == [("first", "cancelled"), ("second", 5)]
+    assert channel.statistics() == (0, 4, 0, 0)
 
 
 def test_capacity_must_be_positive() -> None:

@@ -171,21 +171,19 @@ async def test_denial_after_accept_and_double_accept_are_refused(mode: str) -> N
 
 
 async def test_client_leaving_during_the_handshake(mode: str) -> None:
-    outcome: list[BaseException] = []
-    ready = anyio.Event()
+    outcome: list[object] = []
 
     async def handler(ws: WebSocket) -> None:
-        await ready.wait()
         try:
-            await ws.accept()
+            await ws.accept()  # the client is gone before the handshake's first message
         except WebSocketDisconnect as exc:
             outcome.append(exc)
+        outcome.append(ws.client_state)
 
     async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
         async def gone() -> dict[str, Any]:
             return {"type": "websocket.disconnect", "code": 1006}
 
-        ready.set()
         if mode == "engine":
             await plait.serve_connection(scope, gone, send, handler)
         else:
@@ -194,10 +192,34 @@ async def test_client_leaving_during_the_handshake(mode: str) -> None:
     async def never_called(message: object) -> None:
         raise AssertionError
 
-    await raw_app({"type": "websocket", "path": "/", "headers": []}, _unused, never_called)
-    assert len(outcome) <= 1  # under the engine the handler may be cancelled instead
-    if outcome:
-        assert isinstance(outcome[0], WebSocketDisconnect)
+    with anyio.fail_after(1):
+        await raw_app({"type": "websocket", "path": "/", "headers": []}, _unused, never_called)
+    assert len(outcome) == 2
+    assert isinstance(outcome[0], WebSocketDisconnect)
+    assert outcome[0].code == 1006
+    assert outcome[1] is WebSocketState.DISCONNECTED
+
+
+async def test_the_engine_cancels_a_handler_whose_client_left_before_it_accepted() -> None:
+    outcome: list[str] = []
+
+    async def handler(ws: WebSocket) -> None:
+        try:
+            await anyio.sleep_forever()  # busy before accept(): the client leaves meanwhile
+        except anyio.get_cancelled_exc_class():
+            outcome.append("cancelled")
+            raise
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    async def never_called(message: object) -> None:
+        raise AssertionError
+
+    scope = {"type": "websocket", "path": "/", "headers": []}
+    with anyio.fail_after(1):
+        await plait.serve_connection(scope, gone, never_called, handler)
+    assert outcome == ["cancelled"]
 
 
 async def _unused() -> dict[str, Any]:
@@ -254,7 +276,9 @@ async def test_iterators_end_on_disconnect(mode: str) -> None:
         await anyio.wait_all_tasks_blocked()
         await s.close()
     assert seen == ["a", "switch", b"b"]
-    assert done.is_set() or mode == "engine"  # the engine cancels what follows the loop
+    # The loop ends, and what follows it runs (the engine cancels only the handler's
+    # next checkpoint after the disconnect).
+    assert done.is_set()
 
 
 async def test_misuse_errors_name_the_problem(mode: str) -> None:
@@ -343,11 +367,12 @@ async def test_close_with_code_and_long_reason(mode: str) -> None:
 
 async def test_standalone_send_to_a_server_that_raises_is_a_disconnect() -> None:
     outcome: list[BaseException] = []
+    client_closed = anyio.Event()
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
         await ws.send_text("ready")
-        await anyio.sleep(0.05)  # the client closes meanwhile
+        await client_closed.wait()
         try:
             await ws.send_text("late")
         except WebSocketDisconnect as exc:
@@ -357,6 +382,8 @@ async def test_standalone_send_to_a_server_that_raises_is_a_disconnect() -> None
     async with client, client.websocket_connect("/") as s:
         assert await s.receive_text() == "ready"
         await s.close()
+        client_closed.set()
+    assert len(outcome) == 1
     assert isinstance(outcome[0], plait.WebSocketClosed)
 
 

@@ -341,12 +341,18 @@ class Connection:
         if self._drained is not None:
             self._drained.set()
 
-    def _send_failed(self, exc: BaseException) -> None:
+    def _send_failed(self, exc: BaseException) -> bool:
+        """The server's send raised: the peer is gone. True if the handler drains first
+        (then the failed message counts as dropped, like any other sent meanwhile)."""
         if isinstance(exc, OSError):
             logger.debug("send failed: the peer is gone", exc_info=exc)
         else:
             logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
-        self.peer_gone({"type": "websocket.disconnect", "code": 1006})
+        if self._begin_leaving({"type": "websocket.disconnect", "code": 1006}):
+            assert self._task_group is not None
+            self._task_group.start_soon(self._wait_drained)
+            return True
+        return self._leaving is not None and not self._peer_left
 
     def abort(self, code: int, reason: str) -> None:
         """Close from the engine's side: queue the close, cancel the handler only."""
@@ -385,13 +391,25 @@ class Connection:
 
     async def peer_leaves(self, disconnect: Message) -> None:
         """The peer left: let the handler take what it sent first, for a bounded time."""
+        if self._begin_leaving(disconnect):
+            await self._wait_drained()
+
+    def _begin_leaving(self, disconnect: Message) -> bool:
+        """Start the drain; False when there is nothing to drain (or it is under way)."""
+        if self._leaving is not None or self._peer_left:
+            return False
         self._leaving = disconnect
         self._outbound.dropping = True  # nobody can read what the handler sends now
         if not len(self.inbound):
             self.peer_gone(disconnect)  # nothing left unread: cancel at once
-            return
+            return False
         self._drained = anyio.Event()
         self.inbound.close()  # a receive waiting on an empty inbound gets the disconnect
+        return True
+
+    async def _wait_drained(self) -> None:
+        assert self._drained is not None
+        assert self._leaving is not None
         with anyio.move_on_after(self.options.drain_timeout):
             await self._drained.wait()
-        self.peer_gone(disconnect)
+        self.peer_gone(self._leaving)

@@ -93,7 +93,8 @@ class Outbound:
         capacity: Messages queued before senders wait.
         baton: Whether an idle outbound lets a sender make the call itself.
         start_writer: Starts the writer task (in the connection's task group).
-        failed: Called with the exception when the server's ``send`` raised.
+        failed: Called with the exception when the server's ``send`` raised; True when
+            the message is to count as dropped quietly rather than fail its sender.
     """
 
     __slots__ = (
@@ -120,7 +121,7 @@ class Outbound:
         *,
         baton: bool,
         start_writer: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
-        failed: Callable[[BaseException], None],
+        failed: Callable[[BaseException], bool],
     ) -> None:
         self._asgi_send = send
         self._queue: Channel[Message] = Channel(capacity)
@@ -195,7 +196,8 @@ class Outbound:
         except ClosedResourceError:
             raise
         except Exception as exc:
-            self._failed(exc)
+            if self._failed(exc):
+                return  # the handler drains what the peer sent: dropped, quietly
             raise ClosedResourceError from None
         finally:
             self._scope = None

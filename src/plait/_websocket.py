@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -292,7 +293,9 @@ class WebSocket(Mapping[str, Any]):
             return
         if state.application is WebSocketState.RESPONSE:
             raise WebSocketStateError("cannot close() while a denial response is being sent")
-        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        # The peer being gone makes the close moot: the connection is over either way.
+        with contextlib.suppress(WebSocketDisconnect):
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
     async def send_denial_response(self, response: ASGIApp) -> None:
         """Refuse the handshake with an HTTP response instead of a bare 403.
