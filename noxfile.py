@@ -41,15 +41,18 @@ def bench(session: nox.Session) -> None:
     First the plain echo (64 bytes of text), then the typed-listener echo (a JSON object
     decoded into a msgspec Struct and encoded back, as ratios to ``raw_json``), then the
     fan-out (one publish to 1,000 WebSocket subscribers: plait's Hub against Litestar's
-    channels plugin and a raw ASGI broadcaster), then the cancellation latency. Options
-    after ``--`` go to both echo runs, for example ``nox -s bench -- --quick``; of them
-    the fan-out takes ``--quick`` only (its other options differ).
+    channels plugin and a raw ASGI broadcaster), then the idle memory per connection
+    (server RSS over 2,000 uncompressed idle connections, against raw ASGI), then the
+    cancellation latency. Options after ``--`` go to both echo runs, for example
+    ``nox -s bench -- --quick``; of them the fan-out and the memory runs take ``--quick``
+    only (their other options differ).
     """
     session.install("-e", ".[bench]", "websockets>=13")
     session.run("python", "-m", "benchmarks.echo", *session.posargs)
     session.run("python", "-m", "benchmarks.echo", "--payload", "json", *session.posargs)
     quick = ["--quick"] if "--quick" in session.posargs else []
     session.run("python", "-m", "benchmarks.fanout", *quick)
+    session.run("python", "-m", "benchmarks.memory", *quick)
     session.run("python", "-m", "benchmarks.cancel_latency")
 
 
