@@ -16,7 +16,7 @@ import typing
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import anyio
 
@@ -235,36 +235,35 @@ async def _listen(
                 await websocket._send_data(reply)
 
     if spec.concurrency == 1:
-        while True:
-            try:
-                message = await websocket._receive_data()
-            except WebSocketDisconnect:
-                return
-            try:
-                data = codec.decode(message)
-            except MessageDecodeError as exc:
-                await _invalid(websocket, spec.on_invalid, exc)
-                continue
+        while (data := await _next_data(websocket, spec)) is not _GONE:
             await handle(data)
+        return
     async with anyio.create_task_group() as task_group:
         # A semaphore, not a CapacityLimiter: the receiving task takes every slot and the
         # handling tasks give them back (a limiter's tokens belong to their borrower).
         limiter = anyio.Semaphore(spec.concurrency)
-        while True:
-            try:
-                message = await websocket._receive_data()
-            except WebSocketDisconnect:
-                break
-            try:
-                data = codec.decode(message)
-            except MessageDecodeError as exc:
-                await _invalid(websocket, spec.on_invalid, exc)
-                continue
+        engine = websocket._engine
+        while (data := await _next_data(websocket, spec)) is not _GONE:
             await limiter.acquire()  # at most N at once: the reader waits meanwhile
-            # Held until handled: a peer that leaves meanwhile waits for the call.
-            engine = websocket._engine
-            engine.hold()
+            engine.hold()  # held until handled: a peer that leaves meanwhile waits for it
             task_group.start_soon(_release_after, limiter, engine.release, handle, data)
+
+
+_GONE: Final = object()
+
+
+async def _next_data(websocket: WebSocket, spec: ListenerSpec) -> Any:
+    """The next message, decoded (invalid ones get the route's policy), or ``_GONE``
+    once the client has left."""
+    while True:
+        try:
+            message = await websocket._receive_data()
+        except WebSocketDisconnect:
+            return _GONE
+        try:
+            return spec.codec.decode(message)
+        except MessageDecodeError as exc:
+            await _invalid(websocket, spec.on_invalid, exc)
 
 
 async def _release_after(

@@ -8,16 +8,17 @@ the *baton* and makes the ``send`` call itself, as the writer's delegate:
 
 - one at a time: the baton is a flag held for the duration of the call, and while it
   is held every other sender queues behind it, so order is kept;
-- shielded: a sender cancelled during the call (a timeout of its own, a sibling's
-  failure) does not interrupt the server's send halfway; the call finishes, then the
-  cancellation is delivered. Only the engine can cut a baton send short, when the
-  connection is over anyway (the peer left, or the client was too slow);
+- never cut halfway: the call is started by hand; one that completes without
+  suspending cannot have been interrupted, and one that suspends finishes inside a
+  shielded scope, so a sender cancelled meanwhile (a timeout of its own, a sibling's
+  failure) sees its cancellation after the frame has left. Only the engine cuts a
+  baton send short, when the connection is over anyway (the peer left, or the client
+  was too slow);
 - handed back: when the call returns and others queued meanwhile, the writer is woken
   (started on first use) to deliver them.
 
-The writer task exists only once something had to queue. The connection turns the
-baton off where a deadline must cancel the handler and the server's ``send`` may not be
-interruptible (see :func:`baton_allowed`).
+The writer task exists only once something had to queue. The baton is used on asyncio
+only (see :func:`baton_allowed`).
 """
 
 from __future__ import annotations
