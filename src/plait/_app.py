@@ -139,11 +139,11 @@ class App:
             await _not_found(WebSocket(scope, receive, send), path)
             return
         route, params = found
-        scope = {
-            **scope,
-            "path_params": {**scope.get("path_params", {}), **params},
-            "plait.provided": self._provided,
-        }
+        # Updated in place, as Starlette's router does: a copy of the whole scope would
+        # stay with every open connection.
+        outer = scope.get("path_params")
+        scope["path_params"] = {**outer, **params} if outer else params
+        scope["plait.provided"] = self._provided
         connection = Connection(scope, receive, send, route.connection_options(self.options))
         self._connections.add(connection)
         try:
