@@ -161,7 +161,15 @@ class Channel(Generic[T]):
                 return item
             if self._closed:
                 raise EndOfStream
-            await self._wait(self._receivers)
+            # Inline rather than through _wait(): one coroutine less per message.
+            waiters, receivers = self._waiters, self._receivers
+            waiter = waiters.new()
+            receivers.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                self._abandon(receivers, waiter)
+                raise
 
     # -- closing --------------------------------------------------------------------
 
@@ -173,16 +181,20 @@ class Channel(Generic[T]):
                 self._waiters.wake(queue.pop(0))
 
     async def _wait(self, queue: list[Any]) -> None:
-        waiters = self._waiters
-        waiter = waiters.new()
+        waiter = self._waiters.new()
         queue.append(waiter)
         try:
             await waiter
         except BaseException:
-            if waiters.woken(waiter):
-                # Woken, then cancelled before running: hand the turn to the next waiter.
-                if queue:
-                    waiters.wake(queue.pop(0))
-            else:
-                queue.remove(waiter)
+            self._abandon(queue, waiter)
             raise
+
+    def _abandon(self, queue: list[Any], waiter: Any) -> None:
+        """A waiter's task was cancelled (or failed) while it waited."""
+        waiters = self._waiters
+        if waiters.woken(waiter):
+            # Woken, then cancelled before running: hand the turn to the next waiter.
+            if queue:
+                waiters.wake(queue.pop(0))
+        else:
+            queue.remove(waiter)
