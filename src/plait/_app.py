@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -230,11 +230,24 @@ def _route_path(scope: Scope) -> str:
     return path if path.startswith("/") else "/" + path
 
 
+_SHOWN_PATH: Final = 100
+"""How much of an unknown path a 404 names (a client chooses its length)."""
+
+
+def _shown(path: str) -> str:
+    """The path as a 404 names it: at most ``_SHOWN_PATH`` characters, printable."""
+    shown = path[:_SHOWN_PATH].encode("unicode_escape").decode("ascii")
+    if len(shown) > _SHOWN_PATH or len(path) > _SHOWN_PATH:
+        return shown[:_SHOWN_PATH] + "..."
+    return shown
+
+
 async def _not_found(websocket: WebSocket, path: str) -> None:
-    logger.info("no WebSocket route for %s", path)
+    shown = _shown(path)
+    logger.info("no WebSocket route for %s", shown)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(
-            DenialResponse({"detail": f"no WebSocket route for {path}"}, 404)
+            DenialResponse({"detail": f"no WebSocket route for {shown}"}, 404)
         )
     else:
         await websocket.close()

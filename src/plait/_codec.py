@@ -43,6 +43,11 @@ def encode_json_text(data: Any) -> str:
     return encode_json(data).decode()
 
 
+# msgspec decodes recursively: a document nested deeper than Python's recursion limit
+# (10,000 "[" are enough) raises RecursionError, which is the client's fault too.
+_TOO_DEEP: Final = "invalid JSON message: nested too deeply"
+
+
 def decode_json(data: str | bytes) -> Any:
     """Decode one JSON document.
 
@@ -53,6 +58,8 @@ def decode_json(data: str | bytes) -> Any:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise MessageDecodeError(f"invalid JSON message: {exc}") from None
+    except RecursionError:
+        raise MessageDecodeError(_TOO_DEEP) from None
 
 
 class ConversionError(ValueError):
@@ -118,6 +125,8 @@ class MessageCodec:
                 raise MessageDecodeError(f"invalid message: {exc}") from None
             except msgspec.DecodeError as exc:
                 raise MessageDecodeError(f"invalid JSON message: {exc}") from None
+            except RecursionError:
+                raise MessageDecodeError(_TOO_DEEP) from None
         annotation = self._annotation
         if annotation is str and text is None:
             try:

@@ -52,8 +52,10 @@ _APP_SEND: Final[dict[tuple[WebSocketState, str], WebSocketState]] = {
 _PEER_RECEIVE: Final[dict[tuple[WebSocketState, str], WebSocketState]] = {
     (_S.CONNECTING, "websocket.connect"): _S.CONNECTED,
     (_S.CONNECTED, "websocket.receive"): _S.CONNECTED,
-    # The engine reads ahead: a message read before the disconnect is still data.
+    # The engine reads ahead: a message read before the disconnect is still data, and
+    # a handshake whose client left right after it is still the handshake.
     (_S.DISCONNECTED, "websocket.receive"): _S.DISCONNECTED,
+    (_S.DISCONNECTED, "websocket.connect"): _S.DISCONNECTED,
     (_S.CONNECTING, "websocket.disconnect"): _S.DISCONNECTED,
     (_S.CONNECTED, "websocket.disconnect"): _S.DISCONNECTED,
 }

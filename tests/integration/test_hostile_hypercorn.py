@@ -1,0 +1,95 @@
+"""Hostile clients under real hypercorn (asyncio and trio workers), issue 10."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import plait
+from plait import WebSocket
+from plait.testing import HypercornServer, run_hypercorn
+from plait.types import Receive, Scope, Send
+
+pytestmark = pytest.mark.integration
+
+_lock = threading.Lock()
+_finished: list[str] = []
+
+
+async def _echo(ws: WebSocket) -> None:
+    try:
+        await ws.accept()
+        async for text in ws.iter_text():
+            await ws.send_text(text)
+    finally:
+        with _lock:
+            _finished.append(ws.url.path)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await plait.serve_connection(scope, receive, send, _echo)
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def server(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
+    with run_hypercorn(app, worker_class=request.param) as running:
+        yield running
+
+
+def _upgrade_then_leave(server: HypercornServer, path: str) -> None:
+    """Send a WebSocket upgrade request, then FIN without waiting for the answer."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5)
+        while sock.recv(4096):  # until the server closes its side too
+            pass
+
+
+def test_clients_that_leave_during_the_handshake_are_no_error(
+    server: HypercornServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clients = 100
+    path = f"/handshake-{time.monotonic_ns()}"
+    for _ in range(clients):
+        _upgrade_then_leave(server, path)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with _lock:
+            done = _finished.count(path)
+        if done == clients:
+            break
+        time.sleep(0.02)
+    assert done == clients  # every handler's finally ran: none was left behind
+    plait_errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith("plait")
+    ]
+    assert plait_errors == []
+
+
+def test_the_server_still_serves_after_them(server: HypercornServer) -> None:
+    from websockets.sync.client import connect
+
+    with connect(server.url("/after"), compression=None, open_timeout=5) as ws:
+        ws.send("still here")
+        assert ws.recv(timeout=5) == "still here"

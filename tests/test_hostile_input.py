@@ -1,0 +1,160 @@
+"""Hostile input is the client's fault: a close code or a reply, never a crash (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import anyio
+import anyio.lowlevel
+import msgspec
+import pytest
+
+import plait
+from _support import closed, open_session
+from plait import App, WebSocket
+from plait._types import Message
+from plait.testing import AsyncTestClient, WebSocketDenied
+
+pytestmark = pytest.mark.anyio
+
+DEEP_OBJECT = '{"a":' * 10_000 + "1" + "}" * 10_000
+DEEP_ARRAY = "[" * 10_000 + "]" * 10_000
+DEEP_IN_AN_UNKNOWN_FIELD = '{"room":"a","extra":' + DEEP_ARRAY + "}"
+
+
+class Join(msgspec.Struct):
+    room: str
+
+
+def _no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (DEEP_OBJECT, "invalid JSON message: nested too deeply"),
+        (DEEP_IN_AN_UNKNOWN_FIELD, "invalid JSON message: nested too deeply"),
+        (DEEP_ARRAY, "invalid message: Expected `object`, got `array`"),  # refused at once
+    ],
+)
+async def test_deeply_nested_json_closes_a_listener_with_1007(
+    message: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @plait.listener("/join")
+    async def join(data: Join) -> str:
+        return data.room
+
+    async with (
+        AsyncTestClient(App(routes=[join])) as client,
+        client.websocket_connect("/join") as ws,
+    ):
+        await ws.send_text(message)
+        disconnect = await closed(ws)
+    assert (disconnect.code, disconnect.reason) == (1007, reason)
+    _no_errors(caplog)
+
+
+async def test_deeply_nested_json_gets_the_reply_policy_and_the_connection_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @plait.listener("/join", on_invalid="reply")
+    async def join(data: Join) -> str:
+        return f"joined {data.room}"
+
+    async with (
+        AsyncTestClient(App(routes=[join])) as client,
+        client.websocket_connect("/join") as ws,
+    ):
+        for message in (DEEP_OBJECT, DEEP_IN_AN_UNKNOWN_FIELD):
+            await ws.send_text(message)
+            assert await ws.receive_json() == {
+                "error": "invalid message",
+                "detail": "invalid JSON message: nested too deeply",
+            }
+        await ws.send_json({"room": "a"})
+        assert await ws.receive_text() == "joined a"
+    _no_errors(caplog)
+
+
+@pytest.mark.parametrize("how", ["iter_json", "receive_json"])
+async def test_deeply_nested_json_closes_a_low_level_handler_with_1007(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        if how == "iter_json":
+            async for data in ws.iter_json():
+                await ws.send_json(data)
+        else:
+            while True:
+                await ws.send_json(await ws.receive_json())
+
+    async with open_session(handler) as session:
+        await session.send_json([1, [2]])
+        assert await session.receive_json() == [1, [2]]
+        await session.send_text(DEEP_ARRAY)
+        disconnect = await closed(session)
+    assert (disconnect.code, disconnect.reason) == (
+        1007,
+        "invalid JSON message: nested too deeply",
+    )
+    _no_errors(caplog)
+
+
+async def test_a_404_names_a_long_path_by_a_short_escaped_prefix() -> None:
+    route = plait.WebSocketRoute("/echo")
+
+    @route.listener()
+    async def echo(data: str) -> str:
+        return data
+
+    async with AsyncTestClient(App(routes=[route])) as client:
+        for path, shown in (
+            ("/x" * 6_000, "/x" * 50 + "..."),
+            ("/a\x00b\u202ec", "/a\\x00b\\u202ec"),
+        ):
+            with pytest.raises(WebSocketDenied) as info:
+                async with client.websocket_connect(path):
+                    pytest.fail("an unknown path was accepted")
+            assert info.value.status_code == 404
+            assert json.loads(info.value.body) == {"detail": f"no WebSocket route for {shown}"}
+            assert len(info.value.body) < 200
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2])
+async def test_a_client_that_leaves_during_the_handshake_is_no_error(
+    steps: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server delivers the handshake and, right behind it, the disconnect: the
+    # handler's accept() sees the peer gone, it is cancelled and its finally runs.
+    ends: list[str] = []
+    messages = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1006}]
+
+    async def receive() -> Message:
+        for _ in range(steps):
+            await anyio.lowlevel.checkpoint()
+        if messages:
+            return messages.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def handler(ws: WebSocket) -> None:
+        try:
+            await ws.accept()  # may see the peer gone (WebSocketDisconnect), or succeed
+            await anyio.sleep_forever()  # and then be cancelled
+        finally:
+            ends.append("finally")
+
+    scope = {"type": "websocket", "path": "/echo", "headers": []}
+    with anyio.fail_after(1):  # well under drain_timeout: the peer's leaving was seen
+        await plait.serve_connection(scope, receive, send, handler)
+    assert ends == ["finally"]
+    assert [m["type"] for m in sent] in ([], ["websocket.accept"])  # nothing after that
+    _no_errors(caplog)
