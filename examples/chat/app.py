@@ -108,4 +108,11 @@ async def static_files(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
-app = plait.App(routes=[chat], hub=Hub(make_backend()), fallback=static_files)
+# The page is served from this App, so only pages of its own origin may open the chat:
+# a page elsewhere cannot use a visitor's cookies to join (cross-site hijacking).
+app = plait.App(
+    routes=[chat],
+    hub=Hub(make_backend()),
+    fallback=static_files,
+    allowed_origins=[plait.SAME_ORIGIN],
+)

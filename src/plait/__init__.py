@@ -24,6 +24,7 @@ from ._exceptions import WebSocketDisconnect as WebSocketDisconnect
 from ._exceptions import WebSocketStateError as WebSocketStateError
 from ._injection import InjectionError as InjectionError
 from ._listeners import InvalidMessagePolicy as InvalidMessagePolicy
+from ._origins import SAME_ORIGIN as SAME_ORIGIN
 from ._params import AsyncResource as AsyncResource
 from ._params import Cookie as Cookie
 from ._params import Deny as Deny
@@ -43,6 +44,7 @@ from ._websocket import WebSocket as WebSocket
 from .channels import Hub as Hub
 
 __all__ = (
+    "SAME_ORIGIN",
     "URL",
     "Address",
     "App",

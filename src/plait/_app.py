@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Final
 
@@ -14,6 +14,7 @@ from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
 from ._lifespan import fallback_lifespan
 from ._options import StallPolicy
+from ._origins import OriginPolicy
 from ._paths import RouteConflictError
 from ._routing import WebSocketRoute
 from ._types import ASGIApp, Receive, Scope, Send
@@ -62,6 +63,10 @@ class App:
         stall_timeout: Seconds a full inbound may go untouched before the reader reads
             on (see :func:`serve_connection`).
         on_stall: ``"close"`` (1008) or ``"drop"``: what a message read on does.
+        allowed_origins: The browser origins allowed to open a WebSocket (exact
+            origins, ``"https://*.example.com"``, :data:`plait.SAME_ORIGIN`); a handshake
+            from another is refused with 403. ``None`` (default): no check. A route's
+            own list replaces it. See the deployment guide's security section.
 
     Raises:
         RouteConflictError: Two routes have the same path template.
@@ -80,6 +85,7 @@ class App:
         drain_timeout: float = 5.0,
         stall_timeout: float | None = 10.0,
         on_stall: StallPolicy = "close",
+        allowed_origins: Sequence[str] | None = None,
     ) -> None:
         self.routes: list[WebSocketRoute] = []
         self.fallback = fallback
@@ -94,6 +100,7 @@ class App:
             stall_timeout=stall_timeout,
             on_stall=on_stall,
         )
+        self._origins = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self._connections: set[Connection] = set()
         self._all_closed: anyio.Event | None = None
         self.include_routes(*routes)
@@ -139,6 +146,10 @@ class App:
             await _not_found(WebSocket(scope, receive, send), path)
             return
         route, params = found
+        policy = route.origin_policy or self._origins
+        if policy is not None and not _origin_allowed(policy, scope):
+            await _forbidden(WebSocket(scope, receive, send), path)
+            return
         # Updated in place, as Starlette's router does: a copy of the whole scope would
         # stay with every open connection.
         outer = scope.get("path_params")
@@ -240,6 +251,25 @@ def _shown(path: str) -> str:
     if len(shown) > _SHOWN_PATH or len(path) > _SHOWN_PATH:
         return shown[:_SHOWN_PATH] + "..."
     return shown
+
+
+def _origin_allowed(policy: OriginPolicy, scope: Scope) -> bool:
+    origin = host = None
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return policy.allows(origin, host)
+
+
+async def _forbidden(websocket: WebSocket, path: str) -> None:
+    origin = websocket.headers.get("origin", "")
+    logger.info("refused %s: origin %s is not allowed", _shown(path), _shown(origin))
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(DenialResponse({"detail": "origin not allowed"}, 403))
+    else:
+        await websocket.close()
 
 
 async def _not_found(websocket: WebSocket, path: str) -> None:

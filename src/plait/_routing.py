@@ -31,6 +31,7 @@ from ._listeners import (
     negotiate_subprotocol,
     serve_composed,
 )
+from ._origins import OriginPolicy
 from ._params import Deny
 from ._paths import PathTemplate, RouteConflictError
 from ._state import WebSocketState
@@ -93,9 +94,13 @@ class WebSocketRoute:
         tag_streams: Send each stream item as ``{"stream": name, "data": item}``.
         on_receive: For a route with streams and no listener: ``"discard"`` incoming
             messages, or ``"close"`` the connection (1003) when one arrives.
+        allowed_origins: The browser origins allowed to connect (exact,
+            ``"https://*.example.com"``, or :data:`plait.SAME_ORIGIN`); others are
+            refused with 403. ``None``: the App's list. See the deployment guide.
 
     Raises:
         RouteConflictError: The template is malformed.
+        ValueError: An allowed origin is not an origin.
     """
 
     def __init__(
@@ -110,8 +115,10 @@ class WebSocketRoute:
         subprotocols: Sequence[str] = (),
         tag_streams: bool = False,
         on_receive: Literal["discard", "close"] = "discard",
+        allowed_origins: Sequence[str] | None = None,
     ) -> None:
         self.template = PathTemplate(path)
+        self.origin_policy = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self.path = self.template.template
         self.dependencies = dict(dependencies or {})
         self.teardown_timeout = teardown_timeout

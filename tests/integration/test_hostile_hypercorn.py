@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import socket
@@ -93,3 +94,33 @@ def test_the_server_still_serves_after_them(server: HypercornServer) -> None:
     with connect(server.url("/after"), compression=None, open_timeout=5) as ws:
         ws.send("still here")
         assert ws.recv(timeout=5) == "still here"
+
+
+def _guarded_app() -> plait.App:
+    route = plait.WebSocketRoute("/guarded")
+
+    @route.listener()
+    async def echo(data: str) -> str:
+        return data
+
+    return plait.App(routes=[route], allowed_origins=[plait.SAME_ORIGIN])
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def guarded(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
+    with run_hypercorn(_guarded_app(), worker_class=request.param) as running:
+        yield running
+
+
+def test_a_cross_site_handshake_is_refused_under_hypercorn(guarded: HypercornServer) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as info:
+        connect(guarded.url("/guarded"), origin="https://evil.example", open_timeout=5)
+    assert info.value.response.status_code == 403
+    assert json.loads(info.value.response.body) == {"detail": "origin not allowed"}
+    same = f"http://{guarded.host}:{guarded.port}"
+    with connect(guarded.url("/guarded"), origin=same, open_timeout=5) as ws:
+        ws.send("from the same origin")
+        assert ws.recv(timeout=5) == "from the same origin"
