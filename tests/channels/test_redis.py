@@ -11,10 +11,11 @@ import gc
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import coredis
 import pytest
 from _redis_server import free_port, open_redis_server
@@ -324,3 +325,70 @@ async def test_redis_restart(tmp_path: Path) -> None:
             await wait_until(lambda: backend.statistics()["reconnects"] == 1)
             await hub.publish("feed", "live")
             assert [m.data for m in await receive(subscription, 1)] == ["live"]
+
+
+async def test_cancelled_and_concurrent_subscribes_never_leave_a_deaf_subscriber(
+    prefix: str, redis: coredis.Redis[bytes]
+) -> None:
+    """Random timings of a subscriber cancelled while it joins and another joining:
+    Redis's own PUBSUB NUMSUB agrees with the hub, and the survivor hears a publish."""
+    import random
+
+    rng = random.Random(20261126)
+    backend = RedisBackend(REDIS_URL, history=10, key_prefix=prefix)
+    topic = backend._topic("room").decode()
+    async with Hub(backend) as hub:
+        for trial in range(60):
+            joined = anyio.Event()
+            survivor: list[Subscription] = []
+            stop = anyio.Event()
+
+            async def doomed(steps: int) -> None:
+                async with hub.subscribe("room"):
+                    await anyio.sleep_forever()
+
+            async def stays(
+                steps: int,
+                stop: anyio.Event = stop,
+                joined: anyio.Event = joined,
+                survivor: list[Subscription] = survivor,
+            ) -> None:
+                for _ in range(steps):
+                    await anyio.lowlevel.checkpoint()
+                async with hub.subscribe("room") as subscription:
+                    survivor.append(subscription)
+                    joined.set()
+                    await stop.wait()
+
+            async with anyio.create_task_group() as tg:
+                first = anyio.CancelScope()
+                tg.start_soon(_run_in, first, doomed, rng.randrange(4))
+                tg.start_soon(stays, rng.randrange(6))
+                for _ in range(rng.randrange(8)):
+                    await anyio.lowlevel.checkpoint()
+                first.cancel()  # the first subscriber leaves, somewhere inside its join
+                with anyio.fail_after(5):
+                    await joined.wait()
+                await wait_until_async(lambda: subscribers(redis, topic), 1)
+                published = await hub.publish("room", f"trial {trial}")
+                (message,) = await receive(survivor[0], 1)
+                assert (message.id, message.data) == (published, f"trial {trial}")
+                stop.set()
+            await wait_until_async(lambda: subscribers(redis, topic), 0)
+            assert hub.statistics()["subscriptions"] == 0
+
+
+async def _run_in(
+    scope: anyio.CancelScope, func: Callable[[int], Awaitable[None]], steps: int
+) -> None:
+    with scope:
+        for _ in range(steps):
+            await anyio.lowlevel.checkpoint()
+        await func(steps)
+
+
+async def wait_until_async(count: Callable[[], Awaitable[int]], expected: int) -> None:
+    """Poll Redis until ``count()`` is ``expected`` (at most 5 s)."""
+    with anyio.fail_after(5):
+        while await count() != expected:  # noqa: ASYNC110 - Redis's state, not ours
+            await anyio.sleep(0.01)

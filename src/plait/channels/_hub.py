@@ -8,20 +8,24 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias
+from typing import Any, Final, Literal, Self, TypeAlias
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .._backend import waiters
 from .._codec import decode_payload, encode_json, encode_payload
 from .._exceptions import PlaitError
-from ._backend import Backend, StoredMessage
+from ._backend import Backend, ChannelUnavailable, StoredMessage
 from ._memory import MemoryBackend
 
 __all__ = ("ChannelMessage", "Hub", "Policy", "SlowSubscriber", "Subscription")
 
 logger = logging.getLogger(__name__)
+
+_LISTEN_TIMEOUT: Final = 10.0
+"""Seconds a backend may take to start or stop listening to a channel."""
 
 Policy: TypeAlias = Literal["drop_oldest", "drop_newest", "disconnect"]
 """What a full subscription buffer does with a new message: drop the oldest queued one,
@@ -191,6 +195,10 @@ class Hub:
     def __init__(self, backend: Backend | None = None) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         self._subscribers: dict[str, set[Subscription]] = {}
+        # Channels the backend listens to, and the listens in flight: a subscriber
+        # cancelled while it joins must not leave the others deaf.
+        self._listened: set[str] = set()
+        self._joining: dict[str, anyio.Event] = {}
         self._task_group: TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
@@ -266,17 +274,54 @@ class Hub:
         registered: list[str] = []
         try:
             for channel in subscription.channels:
-                members = self._subscribers.setdefault(channel, set())
-                members.add(subscription)
+                self._subscribers.setdefault(channel, set()).add(subscription)
                 registered.append(channel)
-                if len(members) == 1:
-                    await self.backend.listen(channel)
+                await self._listen(channel)
+            # _listen() is shielded: a cancellation that came meanwhile is delivered here.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             if since is not None:
                 await self._replay(subscription, since)
             yield subscription
         finally:
             with anyio.CancelScope(shield=True):
                 await self._unregister(subscription, registered)
+
+    async def _listen(self, channel: str) -> None:
+        """Make sure the backend listens to ``channel`` before the subscriber goes on.
+
+        One subscriber at a time asks the backend, shielded (and bounded): cancelled
+        halfway, a SUBSCRIBE might never go out while the hub believes it did. Those
+        joining meanwhile wait for it, and ask again if it failed.
+        """
+        while channel not in self._listened:
+            joining = self._joining.get(channel)
+            if joining is not None:
+                await joining.wait()
+                continue
+            done = self._joining[channel] = anyio.Event()
+            try:
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(_LISTEN_TIMEOUT) as deadline:
+                        await self.backend.listen(channel)
+                    if deadline.cancelled_caught:
+                        raise ChannelUnavailable(f"could not listen to {channel!r} in time")
+                if channel in self._subscribers:
+                    self._listened.add(channel)
+                else:  # everyone left while it was asked: take it back
+                    await self._unlisten(channel, asked=True)
+            finally:
+                del self._joining[channel]
+                done.set()
+
+    async def _unlisten(self, channel: str, *, asked: bool = False) -> None:
+        if not asked and channel not in self._listened:
+            return
+        self._listened.discard(channel)
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_LISTEN_TIMEOUT):
+                await self.backend.unlisten(channel)
+        except Exception:
+            logger.warning("could not stop listening to %r", channel, exc_info=True)
 
     async def _replay(self, subscription: Subscription, since: str | Mapping[str, str]) -> None:
         for channel in subscription.channels:
@@ -297,10 +342,7 @@ class Hub:
             members.discard(subscription)
             if not members:
                 del self._subscribers[channel]
-                try:
-                    await self.backend.unlisten(channel)
-                except Exception:
-                    logger.warning("could not stop listening to %r", channel, exc_info=True)
+                await self._unlisten(channel)
 
     def _deliver(self, channel: str, message_id: str, payload: bytes) -> None:
         members = self._subscribers.get(channel)

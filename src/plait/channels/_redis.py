@@ -309,17 +309,24 @@ class RedisBackend:
         if channel in self._listening:
             return
         state = self._listening[channel] = _Listening()
-        client = self._client
-        if self.history_length and client is not None:
-            try:
-                newest = await client.xrevrange(self._key("history:", channel), count=1)
-            except Exception as exc:
-                if not _is_failure(exc):
-                    raise
-                logger.debug("no history position for %r: %s", channel, _describe(exc))
-            else:
-                state.start = _text(newest[0].identifier) if newest else "0-0"
-        await self._command(channel, subscribe=True)
+        try:
+            client = self._client
+            if self.history_length and client is not None:
+                try:
+                    newest = await client.xrevrange(self._key("history:", channel), count=1)
+                except Exception as exc:
+                    if not _is_failure(exc):
+                        raise
+                    logger.debug("no history position for %r: %s", channel, _describe(exc))
+                else:
+                    state.start = _text(newest[0].identifier) if newest else "0-0"
+            await self._command(channel, subscribe=True)
+        except BaseException:
+            # Not listening after all (cancelled, or Redis refused): a later listen()
+            # must send the SUBSCRIBE rather than find the channel marked as done.
+            if self._listening.get(channel) is state:
+                del self._listening[channel]
+            raise
 
     async def unlisten(self, channel: str) -> None:
         """UNSUBSCRIBE from ``channel``."""
