@@ -158,3 +158,31 @@ async def test_a_client_that_leaves_during_the_handshake_is_no_error(
     assert ends == ["finally"]
     assert [m["type"] for m in sent] in ([], ["websocket.accept"])  # nothing after that
     _no_errors(caplog)
+
+
+@pytest.mark.parametrize("since", ["abc", "%00", "9" * 5000, "1-2-3", "-1"])
+async def test_a_malformed_since_closes_the_chat_with_1008(
+    since: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from urllib.parse import quote
+
+    from examples.chat import app as chat_app
+
+    async with (
+        AsyncTestClient(chat_app) as client,
+        client.websocket_connect(f"/chat/lobby?name=eve&since={quote(since)}") as ws,
+    ):
+        disconnect = await closed(ws)
+    assert (disconnect.code, disconnect.reason) == (1008, "invalid since: not a message id")
+    _no_errors(caplog)
+
+
+async def test_hub_subscribe_refuses_a_malformed_since_before_subscribing() -> None:
+    from plait.channels import Hub, InvalidResume, MemoryBackend
+
+    async with Hub(MemoryBackend(history=10)) as hub:
+        for since in ("abc", "9" * 5000, {"room": "x-1"}):
+            with pytest.raises(InvalidResume, match="is not a message id"):
+                async with hub.subscribe("room", since=since):
+                    pytest.fail("subscribed with a malformed since")
+        assert hub.statistics() == {"channels": 0, "subscriptions": 0}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backend import Backend as Backend
 from ._backend import ChannelUnavailable as ChannelUnavailable
+from ._backend import InvalidResume as InvalidResume
 from ._hub import ChannelMessage as ChannelMessage
 from ._hub import Hub as Hub
 from ._hub import Policy as Policy
@@ -23,6 +24,7 @@ __all__ = (
     "ChannelMessage",
     "ChannelUnavailable",
     "Hub",
+    "InvalidResume",
     "MemoryBackend",
     "Policy",
     "RedisBackend",

@@ -26,8 +26,24 @@ class ChannelUnavailable(PlaitError):
 
     Raised by ``hub.publish`` and by a subscribe that replays history while the
     transport is down, and by ``async with hub`` when it cannot be reached at start. A
-    hub that is already running keeps running and reconnects on its own.
+    hub that is already running keeps running and reconnects on its own. Out of a
+    stream or a handler it closes the connection with 1013 (try again later).
     """
+
+    close_code = 1013
+    close_reason = "channel unavailable, try again later"
+
+
+class InvalidResume(PlaitError, ValueError):
+    """``since=`` is not a message id of this backend: the client's fault.
+
+    Raised by :meth:`plait.Hub.subscribe` before anything is subscribed. Out of a stream
+    or a handler it closes the connection with 1008 and a reason naming ``since``. It is
+    a ``ValueError`` too, as the backend's ``id_key`` raises.
+    """
+
+    close_code = 1008
+    close_reason = "invalid since: not a message id"
 
 
 class Backend(Protocol):

@@ -17,13 +17,15 @@ from anyio.abc import TaskGroup
 from .._backend import waiters
 from .._codec import decode_payload, encode_json, encode_payload
 from .._exceptions import PlaitError
-from ._backend import Backend, ChannelUnavailable, StoredMessage
+from ._backend import Backend, ChannelUnavailable, InvalidResume, StoredMessage
 from ._memory import MemoryBackend
 
 __all__ = ("ChannelMessage", "Hub", "Policy", "SlowSubscriber", "Subscription")
 
 logger = logging.getLogger(__name__)
 
+_MAX_ID: Final = 64
+"""The longest message id a resume may name (Redis's are at most 41 characters)."""
 _LISTEN_TIMEOUT: Final = 10.0
 """Seconds a backend may take to start or stop listening to a channel."""
 
@@ -263,11 +265,17 @@ class Hub:
                 what was published after it and kept in history comes first, in order,
                 then live messages, with no gap and no duplicate.
 
+        Raises:
+            InvalidResume: ``since`` is not a message id (1008 out of a stream).
+            ChannelUnavailable: The history could not be read (1013 out of a stream).
+
         Leaving the block, or being cancelled anywhere inside it, unsubscribes; the
         last subscriber leaving a channel stops the hub listening to it.
         """
         if not channels:
             raise ValueError("subscribe to at least one channel")
+        if since is not None:
+            self._check_since(since)
         if self._task_group is None:
             raise RuntimeError("the Hub is not running: use `async with hub:` or App(hub=...)")
         subscription = Subscription(self, tuple(dict.fromkeys(channels)), buffer, policy)
@@ -285,6 +293,18 @@ class Hub:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._unregister(subscription, registered)
+
+    def _check_since(self, since: str | Mapping[str, str]) -> None:
+        ids = [since] if isinstance(since, str) else list(since.values())
+        for message_id in ids:
+            try:
+                valid = isinstance(message_id, str) and len(message_id) <= _MAX_ID
+                if valid:
+                    self.backend.id_key(message_id)
+            except ValueError:
+                valid = False
+            if not valid:
+                raise InvalidResume(f"since={str(message_id)[:40]!r} is not a message id")
 
     async def _listen(self, channel: str) -> None:
         """Make sure the backend listens to ``channel`` before the subscriber goes on.
