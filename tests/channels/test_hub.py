@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import plait
 from _support import closed
 from plait import App
 from plait.channels import ChannelMessage, Hub, MemoryBackend, SlowSubscriber
+from plait.channels._backend import StoredMessage
 from plait.testing import AsyncTestClient
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +81,47 @@ async def test_disconnect_policy_ends_the_subscription() -> None:
             await hub.publish("room", i)
         with pytest.raises(SlowSubscriber, match="fell 2 messages behind"):
             await slow.__anext__()
+
+
+async def test_disconnect_policy_counts_what_it_discards() -> None:
+    async with Hub() as hub, hub.subscribe("room", buffer=2, policy="disconnect") as slow:
+        for i in range(5):
+            await hub.publish("room", i)  # 2 queued, the 3rd fails it, 2 more after
+        assert slow.statistics() == {"buffered": 0, "dropped": 5}
+        with pytest.raises(SlowSubscriber):
+            await slow.__anext__()
+
+
+class SlowHistory(MemoryBackend):
+    """A memory backend whose history read takes a while, as a Redis round trip does:
+    messages published meanwhile reach the subscription live *and* in the history."""
+
+    async def history(self, channel: str, after: str | None) -> Sequence[StoredMessage]:
+        await anyio.sleep(0.02)
+        return await super().history(channel, after)
+
+
+async def test_resume_under_live_publishing_has_no_gap_and_no_duplicate() -> None:
+    """The subscriber resumes while a publisher keeps going: every message after
+    ``since`` exactly once, in order, although replay and live overlap."""
+    async with Hub(SlowHistory(history=1000)) as hub:
+        published = [await hub.publish("room", f"m{i}") for i in range(20)]
+        done = anyio.Event()
+
+        async def publish_on() -> None:
+            for i in range(20, 120):
+                published.append(await hub.publish("room", f"m{i}"))
+                await anyio.sleep(0.001)
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish_on)
+            await anyio.lowlevel.checkpoint()
+            async with hub.subscribe("room", since=published[9], buffer=1000) as subscription:
+                with anyio.fail_after(5):
+                    got = [await anext(subscription) for _ in range(110)]
+    assert [m.id for m in got] == published[10:120]
+    assert [m.data for m in got] == [f"m{i}" for i in range(10, 120)]
 
 
 async def test_leaving_or_being_cancelled_leaves_nothing_registered() -> None:

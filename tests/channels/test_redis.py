@@ -426,3 +426,26 @@ async def test_a_resume_while_redis_is_down_closes_with_1013_and_one_warning(
     del closes
     caplog.clear()
     gc.collect()
+
+
+async def test_resume_under_live_publishing_has_no_gap_and_no_duplicate(prefix: str) -> None:
+    """A subscriber resumes with ``since`` while another hub keeps publishing: each
+    message after ``since`` exactly once, in order, though replay and live overlap."""
+    async with (
+        Hub(RedisBackend(REDIS_URL, history=1000, key_prefix=prefix)) as publisher,
+        Hub(RedisBackend(REDIS_URL, history=1000, key_prefix=prefix)) as receiver,
+    ):
+        published = [await publisher.publish("room", f"m{i}") for i in range(20)]
+
+        async def publish_on() -> None:
+            for i in range(20, 120):
+                published.append(await publisher.publish("room", f"m{i}"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish_on)
+            while len(published) < 30:  # the resume starts in the middle of the stream
+                await anyio.lowlevel.checkpoint()
+            async with receiver.subscribe("room", since=published[9], buffer=1000) as sub:
+                got = await receive(sub, 110)
+    assert [m.id for m in got] == published[10:120]
+    assert [m.data for m in got] == [f"m{i}" for i in range(10, 120)]

@@ -153,10 +153,12 @@ class Subscription:
     def _put(self, message: ChannelMessage) -> None:
         """Queue a live message (from the hub; never blocks)."""
         if self._failed:
+            self.dropped += 1  # nobody will read it: the subscriber is being let go
             return
         if len(self._live) >= self.buffer:
             if self.policy == "disconnect":
                 self._failed = True
+                self.dropped += len(self._live) + 1  # what was queued, and this one
                 self._live.clear()
             elif self.policy == "drop_oldest":
                 self._live.popleft()
