@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import math
 import multiprocessing
-import resource
 import statistics
 import sys
 import threading
@@ -41,6 +40,7 @@ from websockets.sync.client import connect
 
 import plait
 from benchmarks.apps import serve_lifespan
+from benchmarks.memory_client import raise_open_file_limit
 from plait.testing import run_hypercorn
 from plait.types import Receive, Scope, Send
 
@@ -94,20 +94,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 def _running_with(prefix: str) -> int:
     with _lock:
         return sum(1 for key in _running if key.startswith(prefix))
-
-
-def raise_open_file_limit(needed: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (at most the hard limit).
-
-    Returns:
-        The soft limit now in force.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 # ---- the background connections: a separate process, one asyncio loop ----------------

@@ -72,3 +72,10 @@ async def closed(session: AsyncWebSocketTestSession) -> plait.WebSocketDisconnec
             await session.receive()
         except plait.WebSocketDisconnect as exc:
             return exc
+
+
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """Answer a server's lifespan scope (startup, then shutdown) for a raw test app."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})

@@ -37,6 +37,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import ClientConnection, connect
 
 import plait
+from _support import answer_lifespan
 from plait import App, WebSocket, use
 from plait.testing import HypercornServer, run_hypercorn
 from plait.types import Receive, Scope, Send
@@ -262,9 +263,7 @@ APP = App(routes=[collecting("/app/listen-1", 1), collecting("/app/listen-3", 3)
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     path = scope["path"]
     if path.startswith("/app/"):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 import plait
+from _support import answer_lifespan
 from plait import WebSocket
 from plait.testing import HypercornServer, run_hypercorn
 from plait.types import Receive, Scope, Send
@@ -36,9 +37,7 @@ async def _echo(ws: WebSocket) -> None:
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     await plait.serve_connection(scope, receive, send, _echo)
 

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 import plait
+from _support import answer_lifespan
 from plait import DenialResponse, WebSocket
 from plait.testing import HypercornServer, run_hypercorn
 from plait.types import Receive, Scope, Send
@@ -155,9 +156,7 @@ HANDLERS: dict[str, Callable[[WebSocket], Any]] = {
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     handler = HANDLERS[scope["path"]]
     await plait.serve_connection(scope, receive, send, handler, max_message_size=512 * 1024)
