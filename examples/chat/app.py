@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import msgspec
@@ -71,9 +71,13 @@ async def hear(
     hub: Hub,
     user: Annotated[str, plait.use(presence)],
     since: Annotated[str | None, Query()] = None,
-) -> AsyncGenerator[ChannelMessage, None]:
-    """Everything said in the room: missed messages first when ``since`` is given."""
+) -> AsyncGenerator[ChannelMessage | dict[str, Any], None]:
+    """Everything said in the room: missed messages first when ``since`` is given, after
+    ``{"recovered": false, ...}`` when the history no longer held all of them."""
     async with hub.subscribe(room, since=since, buffer=256, policy="disconnect") as messages:
+        notice = messages.recovery_notice()
+        if notice is not None:
+            yield notice
         async for message in messages:
             yield message
 

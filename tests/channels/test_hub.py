@@ -204,3 +204,27 @@ async def test_a_too_slow_subscriber_stream_closes_with_1013() -> None:
             await hub.publish("y", f"message {i}")
         info = await closed(reader)
     assert (info.code, info.reason) == (1013, "subscriber too slow")
+
+
+async def test_a_resume_older_than_the_history_says_it_is_incomplete() -> None:
+    async with Hub(MemoryBackend(history=3)) as hub:
+        ids = [await hub.publish("room", f"m{i}") for i in range(10)]  # keeps m7 m8 m9
+        async with hub.subscribe("room", since=ids[2]) as gap:
+            assert (gap.recovered, gap.unrecovered) == (False, ("room",))
+            assert gap.recovery_notice() == {"recovered": False, "channels": ["room"]}
+            assert [(await anext(gap)).data for _ in range(3)] == ["m7", "m8", "m9"]
+        for since in (ids[6], ids[8], ids[9]):  # m7.. still kept: nothing was lost
+            async with hub.subscribe("room", since=since) as whole:
+                assert whole.recovered
+                assert whole.recovery_notice() is None
+        async with hub.subscribe("room") as live:
+            assert live.recovered  # no resume asked: nothing to recover
+
+
+async def test_a_resume_past_the_history_age_says_it_is_incomplete() -> None:
+    async with Hub(MemoryBackend(history=100, history_age=0.05)) as hub:
+        first = await hub.publish("room", "old")
+        await hub.publish("room", "also old")
+        await anyio.sleep(0.1)
+        async with hub.subscribe("room", since=first) as subscription:
+            assert not subscription.recovered

@@ -449,3 +449,43 @@ async def test_resume_under_live_publishing_has_no_gap_and_no_duplicate(prefix: 
                 got = await receive(sub, 110)
     assert [m.id for m in got] == published[10:120]
     assert [m.data for m in got] == [f"m{i}" for i in range(10, 120)]
+
+
+async def test_a_resume_older_than_the_redis_history_says_it_is_incomplete(
+    prefix: str,
+) -> None:
+    # Redis trims approximately (MAXLEN ~), a radix-tree node of ~100 entries at a time:
+    # 300 messages with a history of 3 are enough to lose the first ones for sure.
+    backend = RedisBackend(REDIS_URL, history=3, key_prefix=prefix)
+    async with Hub(backend) as hub:
+        ids = [await hub.publish("room", i) for i in range(300)]
+        kept = [message_id for message_id, _ in await backend.history("room", None)]
+        assert ids[0] not in kept
+        async with hub.subscribe("room", since=ids[2]) as gap:
+            assert gap.unrecovered == ("room",)
+            assert gap.recovery_notice() == {"recovered": False, "channels": ["room"]}
+        async with hub.subscribe("room", since=ids[-2]) as whole:
+            assert whole.recovered
+    async with Hub(RedisBackend(REDIS_URL, key_prefix=prefix + "none:")) as hub:
+        published = await hub.publish("room", "m")
+        async with hub.subscribe("room", since=published) as no_history:
+            assert not no_history.recovered  # nothing can be recovered without history
+
+
+async def test_a_resume_across_a_redis_restart_without_persistence_is_incomplete(
+    tmp_path: Path,
+) -> None:
+    async with open_redis_server(tmp_path) as server:
+        async with Hub(RedisBackend(server.url, history=100)) as hub:
+            seen = await hub.publish("room", "before the restart")
+            await hub.publish("room", "missed, and lost with the restart")
+        await server.stop()  # no persistence: the history is gone
+        await server.start()
+        async with Hub(RedisBackend(server.url, history=100)) as hub:
+            await hub.publish("room", "after the restart")
+            async with hub.subscribe("room", since=seen) as subscription:
+                assert not subscription.recovered
+                assert [(await anext(subscription)).data] == ["after the restart"]
+            async with hub.subscribe("room", since="0-0") as everything:
+                assert everything.recovered
+    gc.collect()  # coredis's leaked streams of the restart: see `collect_leaks`

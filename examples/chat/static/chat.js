@@ -68,6 +68,13 @@ function show(event) {
   }
 }
 
+function notice(text) {
+  const item = document.createElement("li");
+  item.className = "notice";
+  item.textContent = text;
+  messages.append(item);
+}
+
 function connect(current) {
   const socket = new WebSocket(socketUrl(current.room, current.name, current.lastId));
   current.socket = socket;
@@ -86,6 +93,10 @@ function connect(current) {
       event = JSON.parse(message.data);
     } catch {
       return; // not an event of ours
+    }
+    if (event.recovered === false) {
+      notice("Some messages were missed while you were away.");
+      return; // a resume with a gap: what follows is not all that was said
     }
     current.lastId = event.id;
     show(event);

@@ -82,6 +82,12 @@ class Backend(Protocol):
         messages if ``after`` is None), oldest first; empty without history."""
         ...
 
+    async def history_covers(self, channel: str, after: str) -> bool:
+        """Whether every message of ``channel`` published after ``after`` is still kept:
+        False when the history lost some of them (too many, or too old), so that a replay
+        from ``after`` has a gap. May be conservative (False when unsure)."""
+        ...
+
     def id_key(self, message_id: str) -> tuple[int, ...]:
         """A sort key for message ids of this backend."""
         ...

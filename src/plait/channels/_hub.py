@@ -92,6 +92,8 @@ class Subscription:
         buffer: How many live messages may wait before ``policy`` applies.
         policy: What a full buffer does with a new message.
         dropped: How many messages the policy dropped so far.
+        unrecovered: The channels whose resume (``since=``) has a gap: messages
+            published after ``since`` that the history no longer held.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Subscription:
         self.buffer = buffer
         self.policy: Policy = policy
         self.dropped = 0
+        self.unrecovered: tuple[str, ...] = ()
         self._hub = hub
         self._live: deque[ChannelMessage] = deque()
         self._replay: deque[ChannelMessage] = deque()
@@ -145,6 +148,24 @@ class Subscription:
                     continue  # already delivered (replayed, then seen live)
                 self._last[message.channel] = position
             return message
+
+    @property
+    def recovered(self) -> bool:
+        """False when a resume (``since=``) could not replay everything missed: the
+        history no longer held some of it (see :attr:`unrecovered`). Tell the client
+        (:meth:`recovery_notice`), which should then reload its state."""
+        return not self.unrecovered
+
+    def recovery_notice(self) -> dict[str, Any] | None:
+        """The marker a stream yields first when the resume has a gap, else None.
+
+        ``{"recovered": false, "channels": [...]}``, as Centrifugo's ``recovered:
+        false`` tells its clients: the messages that follow are not all that was
+        missed on those channels.
+        """
+        if not self.unrecovered:
+            return None
+        return {"recovered": False, "channels": list(self.unrecovered)}
 
     def statistics(self) -> dict[str, int]:
         """Counters: messages ``buffered`` and ``dropped``."""
@@ -351,6 +372,8 @@ class Hub:
             if after is None:
                 continue
             stored: list[StoredMessage] = list(await self.backend.history(channel, after))
+            if not await self.backend.history_covers(channel, after):
+                subscription.unrecovered += (channel,)
             subscription._add_replay(
                 ChannelMessage(channel, message_id, decode_payload(payload))
                 for message_id, payload in stored

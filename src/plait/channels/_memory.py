@@ -29,6 +29,7 @@ class MemoryBackend:
         self._deliver: Deliver | None = None
         self._kept: dict[str, deque[tuple[int, bytes, float]]] = {}
         self._counter: dict[str, int] = {}
+        self._trimmed: dict[str, int] = {}  # per channel: the newest number dropped
 
     async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
         """Deliver published messages to the hub until cancelled."""
@@ -47,6 +48,8 @@ class MemoryBackend:
         self._counter[channel] = number
         if self.history_length:
             kept = self._kept.setdefault(channel, deque(maxlen=self.history_length))
+            if len(kept) == self.history_length:
+                self._trimmed[channel] = kept[0][0]  # the deque drops it now
             kept.append((number, payload, anyio.current_time()))
         message_id = f"{number}-0"
         self._deliver(channel, message_id, payload)
@@ -76,6 +79,19 @@ class MemoryBackend:
             for number, payload, stamp in kept
             if number > start and (oldest is None or stamp >= oldest)
         ]
+
+    async def history_covers(self, channel: str, after: str) -> bool:
+        """Whether nothing published after ``after`` was dropped from the history."""
+        start = self.id_key(after)[0]
+        if not self.history_length:
+            return self._counter.get(channel, 0) <= start  # nothing kept: nothing missed?
+        if self._trimmed.get(channel, 0) > start:
+            return False
+        if self.history_age:
+            oldest = anyio.current_time() - self.history_age
+            kept = self._kept.get(channel) or ()
+            return all(stamp >= oldest for number, _, stamp in kept if number > start)
+        return True
 
     def id_key(self, message_id: str) -> tuple[int, ...]:
         """``"17-0"`` sorts as ``(17, 0)``."""

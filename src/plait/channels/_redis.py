@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -347,6 +348,37 @@ class RedisBackend:
             if not _is_failure(exc):
                 raise
             logger.debug("(un)subscribing %r failed: %s", channel, _describe(exc))
+
+    async def history_covers(self, channel: str, after: str) -> bool:
+        """Whether the history still holds everything after ``after``.
+
+        Conservative, since Redis does not say which ids a trimming removed: the answer
+        is True when the message ``after`` names is still kept or is newer than all
+        that is kept, or when ``after`` is ``0-0`` and the stream never lost an entry.
+        So a resume from before a trim, or from before a Redis restart that lost the
+        history (no persistence), says False; one from just before the oldest kept
+        message may say False although nothing was lost in between. Without history
+        nothing can be recovered: False.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached or refused the command.
+        """
+        if not self.history_length:
+            return False
+        client = self._client
+        if client is None:
+            raise ChannelUnavailable(f"could not read the history of {channel!r}")
+        position = self.id_key(after)
+        key = self._key("history:", channel)
+        with _converted(f"could not read the history of {channel!r}"):
+            if not await client.exists([key]):
+                return position == (0, 0)  # nothing kept: only "everything" is complete
+            info: Mapping[str, Any] = await client.xinfo_stream(key)
+        first = info.get("first-entry")
+        if first is None or position >= self.id_key(_text(first.identifier)):
+            return True
+        never_trimmed = int(info.get("entries-added") or 0) <= int(info.get("length") or 0)
+        return position == (0, 0) and never_trimmed
 
     async def history(self, channel: str, after: str | None) -> Sequence[StoredMessage]:
         """The kept messages of ``channel`` after ``after``, oldest first.
