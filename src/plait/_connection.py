@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from ._channel import Channel
 from ._children import Children
 from ._ending import await_disconnect, close_for, denial, send_goodbye
+from ._engine import closer
 from ._exceptions import (
     WebSocketStateError,
 )
@@ -215,14 +216,18 @@ class Connection:
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
-                task_group.start_soon(read, self, self._asgi_receive)
-                final = await self._run_handler(handler)
-                await self._finish(final)
-                task_group.cancel_scope.cancel()
+                token = closer.set(self.close_now)  # for the hub's slow-subscriber policy
+                try:
+                    task_group.start_soon(read, self, self._asgi_receive)
+                    final = await self._run_handler(handler)
+                    await self._finish(final)
+                    task_group.cancel_scope.cancel()
+                finally:
+                    closer.reset(token)
         except get_cancelled_exc_class():
             # Cancelled from outside (the server is shutting down): say so to the peer.
             with anyio.CancelScope(shield=True):
-                await self._say_goodbye(1001, "server shutting down")
+                await self._say_goodbye(*(self._goodbye or (1001, "server shutting down")))
             raise
         if self._goodbye is not None:
             await self._say_goodbye(*self._goodbye)
@@ -372,11 +377,18 @@ class Connection:
             self.path,
             self.options.send_timeout,
         )
-        code, reason = self._goodbye = (1008, "client too slow")
-        self._state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
+        self.close_now(1008, "client too slow")
+
+    def close_now(self, code: int, reason: str) -> None:
+        """End at once, also cutting a send in flight: drop what is queued, cancel
+        everything, and send the close as soon as the server allows."""
+        if self._peer_left or self._goodbye is not None or self._task_group is None:
+            return
+        self._goodbye = (code, reason)
+        if self._state.application is _CONNECTED:
+            self._state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
         self._outbound.abort()
         self._end()
-        assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
 
     def _end(self) -> None:

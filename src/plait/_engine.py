@@ -9,6 +9,8 @@ connection itself. Nothing else differs, so each side can be read and tested alo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 from anyio import ClosedResourceError
@@ -21,7 +23,12 @@ if TYPE_CHECKING:
 
     from ._options import ConnectionStatistics
 
-__all__ = ("DirectEngine", "Engine")
+__all__ = ("DirectEngine", "Engine", "closer")
+
+closer: ContextVar[Callable[[int, str], None] | None] = ContextVar("plait_closer", default=None)
+"""``close_now(code, reason)`` of the connection whose tasks run in this context: it ends
+the connection at once, cutting a send in flight. Set by the engine; a hub subscription
+with the ``disconnect`` policy uses it to let go of a subscriber stuck in a send."""
 
 
 class Engine(Protocol):

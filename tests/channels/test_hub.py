@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import sniffio
 
 import plait
 from _support import closed
@@ -228,3 +229,61 @@ async def test_a_resume_past_the_history_age_says_it_is_incomplete() -> None:
         await anyio.sleep(0.1)
         async with hub.subscribe("room", since=first) as subscription:
             assert not subscription.recovered
+
+
+async def test_a_disconnect_policy_subscriber_stuck_in_a_send_is_closed_with_1013(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client stopped reading: the stream waits in a send that never returns, so it
+    never comes back for the subscription's failure. The policy closes it anyway."""
+    hub = Hub()
+    route = plait.WebSocketRoute("/feed")
+    ended = anyio.Event()
+
+    @route.stream()
+    async def feed(hub: Hub) -> AsyncGenerator[ChannelMessage, None]:
+        try:
+            async with hub.subscribe("news", buffer=2, policy="disconnect") as news:
+                async for message in news:
+                    yield message
+        finally:
+            ended.set()
+
+    app = plait.App(routes=[route], hub=hub)
+    sent: list[dict[str, Any]] = []
+    stalled = anyio.Event()
+    connected = [False]
+
+    async def receive() -> dict[str, Any]:
+        if not connected[0]:
+            connected[0] = True
+            return {"type": "websocket.connect"}
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "websocket.send":
+            stalled.set()
+            await anyio.sleep_forever()  # the client reads nothing: the socket is full
+
+    scope = {"type": "websocket", "path": "/feed", "headers": [], "query_string": b""}
+    async with hub, anyio.create_task_group() as tg:
+        tg.start_soon(app, scope, receive, send)
+        while hub.statistics()["subscriptions"] == 0:  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+        await hub.publish("news", "first")  # taken, and stuck in its send
+        with anyio.fail_after(1):
+            await stalled.wait()
+        for i in range(3):  # 2 fit in the buffer, the third fails the subscriber
+            await hub.publish("news", f"more {i}")
+        with anyio.fail_after(1):
+            await ended.wait()  # the stream was cancelled, its teardown ran
+        tg.cancel_scope.cancel()
+    closes = [m for m in sent if m["type"] == "websocket.close"]
+    if sniffio.current_async_library() == "asyncio":
+        # the send in flight was the stream's own (the baton): cut, and the close went
+        assert closes == [
+            {"type": "websocket.close", "code": 1013, "reason": "subscriber too slow"}
+        ]
+    assert any("fell 2 messages behind" in r.getMessage() for r in caplog.records)

@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 
 from .._backend import waiters
 from .._codec import decode_payload, encode_json, encode_payload
+from .._engine import closer
 from .._exceptions import PlaitError
 from ._backend import Backend, ChannelUnavailable, InvalidResume, StoredMessage
 from ._memory import MemoryBackend
@@ -117,6 +118,9 @@ class Subscription:
         self._replay: deque[ChannelMessage] = deque()
         self._last: dict[str, tuple[int, ...]] = {}
         self._failed = False
+        # The connection this subscriber sends to, if any: a subscriber stuck in a send
+        # never comes back for the failure, so the policy ends its connection itself.
+        self._close_now = closer.get()
         self._new_waiter, self._wake, _ = waiters()
         self._waiter: Any = None
 
@@ -181,6 +185,15 @@ class Subscription:
                 self._failed = True
                 self.dropped += len(self._live) + 1  # what was queued, and this one
                 self._live.clear()
+                if self._close_now is not None and self._waiter is None:
+                    # Not waiting for messages: busy, maybe stuck in a send to a client
+                    # that stopped reading. Do not wait for it to come back.
+                    logger.warning(
+                        "closing with 1013: a subscriber to %s fell %d messages behind",
+                        ", ".join(self.channels),
+                        self.buffer,
+                    )
+                    self._close_now(SlowSubscriber.close_code, SlowSubscriber.close_reason)
             elif self.policy == "drop_oldest":
                 self._live.popleft()
                 self._live.append(message)
