@@ -20,11 +20,9 @@ from anyio.abc import TaskGroup
 
 from ._channel import Channel
 from ._children import Children
-from ._ending import await_disconnect, close_for, denial, send_goodbye
+from ._ending import await_disconnect, close_and_drain, close_for, close_for_end, send_goodbye
 from ._engine import closer
-from ._exceptions import (
-    WebSocketStateError,
-)
+from ._exceptions import WebSocketStateError
 from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat
 from ._outbound import Outbound, baton_allowed
 from ._reader import read
@@ -252,20 +250,8 @@ class Connection:
                 await self._children.end(report=False)
             if self._children is not None and self._children.errors:
                 raise ExceptionGroup("a task of the handler failed", self._children.errors)
-        except Exception as exc:  # an ExceptionGroup too; never a cancellation
-            return close_for(exc, self.path)
-        except BaseExceptionGroup as group:
-            # trio can report a cancellation together with errors raised as the
-            # connection ended (a child's send after the peer left): the
-            # cancellations go back to their scope, the errors are judged as usual.
-            cancelled, rest = group.split(get_cancelled_exc_class())
-            errors, others = rest.split(Exception) if rest is not None else (None, None)
-            if others is not None:
-                raise  # KeyboardInterrupt, SystemExit: not ours to judge
-            final = close_for(errors, self.path) if errors is not None else (1000, "")
-            if cancelled is not None:
-                raise cancelled from None
-            return final
+        except (Exception, BaseExceptionGroup) as exc:  # never a bare cancellation
+            return close_for_end(exc, self.path)
         return (1000, "")
 
     async def _finish(self, final: tuple[int, str]) -> None:
@@ -275,28 +261,9 @@ class Connection:
         if self._leaving is not None:
             self.peer_gone(self._leaving)  # the handler ended while the peer's left
             return
-        state, outbound = self._state, self._outbound
-        code, reason = final
-        try:
-            if state.application is _CONNECTED:
-                state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-                outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
-            elif state.application is _CONNECTING:
-                code, messages = denial(self.websocket.scope, internal_error=code == 1011)
-                state.did_send(messages[-1]["type"], WebSocketState.DISCONNECTED, code, "")
-                for message in messages[:-1]:
-                    outbound.queue.force_nowait(message)
-                outbound.finish(messages[-1])
-            else:
-                outbound.close()
-        except ClosedResourceError:
-            pass  # closed already (an abort queued its close)
-        if not await outbound.drain(self.options.drain_timeout):
-            logger.warning(
-                "%s: queued messages not delivered within %.1f s; dropping them",
-                self.path,
-                self.options.drain_timeout,
-            )
+        await close_and_drain(
+            self._state, self._outbound, self.websocket.scope, final, self.options.drain_timeout
+        )
 
     async def _say_goodbye(self, code: int, reason: str) -> None:
         """Send a close after the task group is gone (the writer is gone: one sender).

@@ -7,12 +7,22 @@ import logging
 from typing import Final
 
 import anyio
+from anyio import ClosedResourceError, get_cancelled_exc_class
 
 from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, first_error
+from ._outbound import Outbound
+from ._state import ConnectionState, WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._websocket import validate_close
 
-__all__ = ("await_disconnect", "close_for", "denial", "send_goodbye")
+__all__ = (
+    "await_disconnect",
+    "close_and_drain",
+    "close_for",
+    "close_for_end",
+    "denial",
+    "send_goodbye",
+)
 
 _GOODBYE_TIMEOUT: Final = 1.0
 
@@ -41,6 +51,57 @@ def close_for(exc: BaseException, path: str) -> tuple[int, str]:
         return (code, validate_close(code, getattr(error, "close_reason", "") or ""))
     logger.error("handler for %s failed", path, exc_info=error)
     return (1011, "internal error")
+
+
+def close_for_end(exc: BaseException, path: str) -> tuple[int, str]:
+    """:func:`close_for` a handler's end: an error, or a group of them.
+
+    trio can report a cancellation together with errors raised as the connection ended
+    (a task's send after the peer left): the errors are judged as usual and the
+    cancellations raised again, to go back to their scope.
+    """
+    if not isinstance(exc, BaseExceptionGroup) or isinstance(exc, Exception):
+        return close_for(exc, path)
+    cancelled, rest = exc.split(get_cancelled_exc_class())
+    errors, others = rest.split(Exception) if rest is not None else (None, None)
+    if others is not None:
+        raise exc  # KeyboardInterrupt, SystemExit: not ours to judge
+    final = close_for(errors, path) if errors is not None else (1000, "")
+    if cancelled is not None:
+        raise cancelled from None
+    return final
+
+
+async def close_and_drain(
+    state: ConnectionState,
+    outbound: Outbound,
+    scope: Scope,
+    final: tuple[int, str],
+    drain_timeout: float,
+) -> None:
+    """Queue the close the handler's end calls for (a denial before accept), then let
+    what is queued leave, for at most ``drain_timeout`` seconds."""
+    code, reason = final
+    try:
+        if state.application is WebSocketState.CONNECTED:
+            state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
+            outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
+        elif state.application is WebSocketState.CONNECTING:
+            code, messages = denial(scope, internal_error=code == 1011)
+            state.did_send(messages[-1]["type"], WebSocketState.DISCONNECTED, code, "")
+            for message in messages[:-1]:
+                outbound.queue.force_nowait(message)
+            outbound.finish(messages[-1])
+        else:
+            outbound.close()
+    except ClosedResourceError:
+        pass  # closed already (an abort queued its close)
+    if not await outbound.drain(drain_timeout):
+        logger.warning(
+            "%s: queued messages not delivered within %.1f s; dropping them",
+            scope.get("path", ""),
+            drain_timeout,
+        )
 
 
 def denial(scope: Scope, *, internal_error: bool) -> tuple[int, list[Message]]:
