@@ -489,3 +489,18 @@ async def test_a_resume_across_a_redis_restart_without_persistence_is_incomplete
             async with hub.subscribe("room", since="0-0") as everything:
                 assert everything.recovered
     gc.collect()  # coredis's leaked streams of the restart: see `collect_leaks`
+
+
+async def test_a_resume_of_more_than_the_history_replays_says_it_is_incomplete(
+    prefix: str,
+) -> None:
+    """Redis trims approximately and may keep more than ``history``, but a resume
+    replays the newest ``history``: missing more than that is a gap, and said so."""
+    backend = RedisBackend(REDIS_URL, history=3, key_prefix=prefix)
+    async with Hub(backend) as hub:
+        ids = [await hub.publish("room", i) for i in range(7)]  # all 7 still kept
+        async with hub.subscribe("room", since=ids[0]) as subscription:
+            assert subscription.unrecovered == ("room",)
+            assert [(await anext(subscription)).data for _ in range(3)] == [4, 5, 6]
+        async with hub.subscribe("room", since=ids[3]) as subscription:
+            assert subscription.recovered  # exactly `history` missed: all replayed

@@ -354,7 +354,8 @@ class RedisBackend:
 
         Conservative, since Redis does not say which ids a trimming removed: the answer
         is True when the message ``after`` names is still kept or is newer than all
-        that is kept, or when ``after`` is ``0-0`` and the stream never lost an entry.
+        that is kept (or ``after`` is ``0-0`` and the stream never lost an entry), and
+        at most ``history`` messages came after it (what :meth:`history` replays).
         So a resume from before a trim, or from before a Redis restart that lost the
         history (no persistence), says False; one from just before the oldest kept
         message may say False although nothing was lost in between. Without history
@@ -375,10 +376,17 @@ class RedisBackend:
                 return position == (0, 0)  # nothing kept: only "everything" is complete
             info: Mapping[str, Any] = await client.xinfo_stream(key)
         first = info.get("first-entry")
-        if first is None or position >= self.id_key(_text(first.identifier)):
-            return True
-        never_trimmed = int(info.get("entries-added") or 0) <= int(info.get("length") or 0)
-        return position == (0, 0) and never_trimmed
+        if first is not None and position < self.id_key(_text(first.identifier)):
+            never_trimmed = int(info.get("entries-added") or 0) <= int(info.get("length") or 0)
+            if not (position == (0, 0) and never_trimmed):
+                return False
+        # history() replays the newest ``history`` messages after ``after``: more than
+        # that were missed (the approximate trimming keeps some extra) is a gap too.
+        with _converted(f"could not read the history of {channel!r}"):
+            missed = await client.xrange(
+                key, start=f"({_canonical(position)}", count=self.history_length + 1
+            )
+        return len(missed) <= self.history_length
 
     async def history(self, channel: str, after: str | None) -> Sequence[StoredMessage]:
         """The kept messages of ``channel`` after ``after``, oldest first.
