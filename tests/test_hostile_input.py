@@ -186,3 +186,41 @@ async def test_hub_subscribe_refuses_a_malformed_since_before_subscribing() -> N
                 async with hub.subscribe("room", since=since):
                     pytest.fail("subscribed with a malformed since")
         assert hub.statistics() == {"channels": 0, "subscriptions": 0}
+
+
+async def test_hypercorns_busy_resource_error_at_the_close_is_the_peer_leaving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # hypercorn's trio worker raises trio.BusyResourceError when the app sends while it
+    # answers the peer's close frame: the peer is leaving, nothing failed on our side.
+    import trio
+
+    ends: list[str] = []
+    connected: list[bool] = []
+
+    async def receive() -> Message:
+        if not connected:
+            connected.append(True)
+            return {"type": "websocket.connect"}
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            raise trio.BusyResourceError("another task is currently sending data")
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await ws.send_text("hello")
+            await anyio.sleep_forever()
+        except plait.WebSocketDisconnect:
+            ends.append("disconnect")
+        finally:
+            ends.append("finally")
+
+    scope = {"type": "websocket", "path": "/busy", "headers": []}
+    with anyio.fail_after(1):
+        await plait.serve_connection(scope, receive, send, handler)
+    assert ends[-1] == "finally"
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -316,7 +316,9 @@ class Connection:
     def _send_failed(self, exc: BaseException) -> bool:
         """The server's send raised: the peer is gone. True if the handler drains first
         (then the failed message counts as dropped, like any other sent meanwhile)."""
-        if isinstance(exc, OSError):
+        # hypercorn's trio worker raises trio.BusyResourceError when the app sends while
+        # it answers the peer's close: the peer leaving, not a server fault.
+        if isinstance(exc, OSError) or type(exc).__name__ == "BusyResourceError":
             logger.debug("send failed: the peer is gone", exc_info=exc)
         else:
             logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
