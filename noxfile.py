@@ -1,5 +1,6 @@
-"""Developer tasks: ``nox -s tests lint typecheck`` is what CI runs; ``nox -s bench``
-measures plait against raw ASGI and its peers."""
+"""Developer tasks: ``nox -s tests lint typecheck docs`` is what CI runs; ``nox -s bench``
+measures plait against raw ASGI and its peers; ``nox -s soak`` churns, floods and restarts
+Redis under real hypercorn (neither is part of CI)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,21 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.fanout", *quick)
     session.run("python", "-m", "benchmarks.memory", *quick)
     session.run("python", "-m", "benchmarks.cancel_latency")
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The soak, under real hypercorn on both workers (not part of CI, about 2 minutes).
+
+    10,000 churned connections (clean closes, resets, closes mid-send), 100,000 mixed
+    hostile messages to a typed listener, and a Redis with history restarted mid-stream
+    (needs ``redis-server`` on PATH; a private one is started on a free port). Prints
+    teardowns missed, tasks left running, RSS growth, close codes by kind, lost and
+    duplicated messages, and fails when an invariant does not hold. Options after
+    ``--`` go to ``python -m benchmarks.soak``, for example ``nox -s soak -- --quick``.
+    """
+    session.install("-e", ".[bench,redis]", "websockets>=13")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
 
 
 @nox.session(python=PYTHON)
