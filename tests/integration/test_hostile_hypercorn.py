@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 
 import plait
@@ -123,3 +124,95 @@ def test_a_cross_site_handshake_is_refused_under_hypercorn(guarded: HypercornSer
     with connect(guarded.url("/guarded"), origin=same, open_timeout=5) as ws:
         ws.send("from the same origin")
         assert ws.recv(timeout=5) == "from the same origin"
+
+
+class Note(msgspec.Struct):
+    n: int
+    text: str
+
+
+def _typed_app() -> plait.App:
+    @plait.listener("/typed", on_invalid="reply")
+    async def typed(data: Note) -> dict[str, object]:
+        return {"ok": data.text[:20]}
+
+    @plait.websocket("/limited")
+    async def limited(ws: WebSocket, limit: int) -> None:
+        await ws.accept()
+        await ws.close()
+
+    return plait.App(routes=[typed, limited], max_message_size=64 * 1024)
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def typed(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
+    with run_hypercorn(_typed_app(), worker_class=request.param) as running:
+        yield running
+
+
+LIMIT = 64 * 1024
+JUST_UNDER = '{"n": 1, "text": "' + "x" * (LIMIT - 21) + '"}'
+JUST_OVER = '{"n": 1, "text": "' + "x" * (LIMIT - 19) + '"}'
+HOSTILE: list[tuple[str, str | bytes | list[str], str]] = [
+    ("valid", '{"n": 1, "text": "hello"}', "ok"),
+    ("invalid JSON", '{"n": 1, "text": ', "error"),
+    ("wrong schema", '{"n": "one", "text": "x"}', "error"),
+    ("missing field", '{"n": 1}', "error"),
+    ("huge number", '{"n": 1' + "0" * 400 + ', "text": "big"}', "ok"),  # Python ints
+    ("deep object", '{"a":' * 10_000 + "1" + "}" * 10_000, "error"),
+    (
+        "deep array in an unknown field",
+        '{"n":1,"text":"x","z":' + "[" * 10_000 + "]" * 10_000 + "}",
+        "error",
+    ),
+    ("binary frame", b'{"n": 1, "text": "binary"}', "ok"),  # JSON is taken from bytes too
+    ("fragmented", ['{"n": 1, ', '"text": "in ', 'three parts"}'], "ok"),
+    ("just under the limit", JUST_UNDER, "ok"),
+]
+
+
+def test_hostile_messages_get_a_reply_and_the_connection_goes_on(
+    typed: HypercornServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from websockets.sync.client import connect
+
+    with connect(typed.url("/typed"), compression=None, open_timeout=5, max_size=None) as ws:
+        for kind, message, expected in HOSTILE:
+            ws.send(iter(message) if isinstance(message, list) else message)
+            reply = json.loads(ws.recv(timeout=10))
+            if expected == "ok":
+                assert "ok" in reply, (kind, reply)
+            else:
+                assert reply["error"] == "invalid message", (kind, reply)
+                assert len(json.dumps(reply)) < 500  # names the problem, echoes nothing big
+    plait_errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith("plait")
+    ]
+    assert plait_errors == []
+
+
+def test_a_message_just_over_the_limit_closes_with_1009(typed: HypercornServer) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(typed.url("/typed"), compression=None, open_timeout=5, max_size=None) as ws:
+        ws.send(JUST_OVER)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1009, "message too big")
+
+
+def test_a_400_never_echoes_an_unbounded_value(typed: HypercornServer) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as info:
+        connect(typed.url("/limited?limit=" + "9x" * 6_000), open_timeout=5)
+    response = info.value.response
+    assert response.status_code == 400
+    assert len(response.body) < 300  # it names the parameter, not the 12 KB value
+    assert b"9x9x" not in response.body
+    assert json.loads(response.body)["errors"][0]["name"] == "limit"
