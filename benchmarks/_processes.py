@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -210,3 +211,17 @@ def run_json_client(module: str, arguments: list[str], timeout: float) -> dict[s
         raise RuntimeError(f"client exited with status {done.returncode}: {tail[0]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def raise_open_file_limit(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (at most the hard limit).
+
+    Returns:
+        The soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

@@ -39,8 +39,8 @@ from websockets.protocol import State
 from websockets.sync.client import connect
 
 import plait
+from benchmarks._processes import raise_open_file_limit
 from benchmarks.apps import serve_lifespan
-from benchmarks.memory_client import raise_open_file_limit
 from plait.testing import run_hypercorn
 from plait.types import Receive, Scope, Send
 

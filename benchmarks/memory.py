@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks import memory_apps
-from benchmarks._processes import Server, run_json_client, run_server
+from benchmarks._processes import Server, raise_open_file_limit, run_json_client, run_server
 from benchmarks._report import Measurement
 from benchmarks._runner import (
     cli_main,
@@ -34,7 +34,7 @@ from benchmarks._runner import (
     run_meta,
     write_results,
 )
-from benchmarks.memory_client import FD_HEADROOM, OPEN_TIMEOUT, raise_open_file_limit
+from benchmarks.memory_client import FD_HEADROOM, OPEN_TIMEOUT
 
 PACKAGES = ("plait", "hypercorn", "anyio", "trio", "picows", "starlette", "litestar")
 APPS_MODULE = "benchmarks.memory_apps"

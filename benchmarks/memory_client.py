@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import time
 from dataclasses import asdict, dataclass
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from benchmarks._processes import raise_open_file_limit
 
 HELLO = b"hello"
 """The one text message each connection sends."""
@@ -55,20 +56,6 @@ def read_rss(pid: int) -> dict[str, int]:
             if key in wanted:
                 found[key] = int(value.split()[0])  # "12345 kB"
     return found
-
-
-def raise_open_file_limit(needed: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE to `needed` (at most the hard limit).
-
-    Returns:
-        The soft limit now in force.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 class _Tally:

@@ -42,7 +42,6 @@ import json
 import logging
 import multiprocessing
 import random
-import resource
 import shutil
 import signal
 import socket
@@ -67,6 +66,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 import plait
+from benchmarks._processes import raise_open_file_limit
 from benchmarks.apps import serve_lifespan
 from plait import Hub, Query
 from plait.channels import ChannelMessage, ChannelUnavailable
@@ -91,20 +91,6 @@ def rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def raise_open_file_limit(needed: int) -> int:
-    """Raise the soft RLIMIT_NOFILE to ``needed`` (at most the hard limit); return it.
-
-    The same as ``benchmarks.memory_client``'s, which imports picows: the soak needs
-    neither picows nor its client.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 def _mib(kib: int) -> str:
