@@ -1,9 +1,10 @@
 """plait: a structured-concurrency WebSocket toolkit for ASGI, on asyncio and trio.
 
 Every connection is one task group: a reader task (the only caller of ASGI
-``receive``), a writer task (the only caller of ASGI ``send``) and the handler, joined
-by bounded channels. When the peer goes, the handler and everything it started are
-cancelled.
+``receive``), a writer that owns the outbound queue (an idle writer lets a sender make
+the ``send`` itself) and the handler, joined by bounded channels. When the peer goes,
+the handler first gets what the peer sent before leaving, then it and everything it
+started are cancelled.
 """
 
 from ._app import App as App

@@ -1,7 +1,7 @@
 """A bounded FIFO channel between the engine's tasks.
 
 anyio's memory object streams would do, but they yield to the event loop on every send
-and receive, even when an item is ready; on the engine's two hops per message that is
+and receive, even when an item is ready; on the engine's hops per message that is
 two extra loop iterations. This channel parks a task only when it must (empty on
 receive, full on send), with the cheapest wake-up of the running loop
 (:mod:`plait._backend`).
