@@ -1,11 +1,27 @@
 """plait: a structured-concurrency WebSocket toolkit for ASGI, on asyncio and trio.
 
+::
+
+    import plait
+
+    @plait.websocket("/echo")
+    async def echo(ws: plait.WebSocket) -> None:
+        await ws.accept()
+        async for text in ws.iter_text():  # ends when the client disconnects
+            await ws.send_text(text)
+
+    app = plait.App(routes=[echo])  # hypercorn -k trio module:app
+
 Every connection is one task group: a reader task (the only caller of ASGI
 ``receive``), a writer that owns the outbound queue (an idle writer lets a sender make
 the ``send`` itself) and the handler, joined by bounded channels. When the peer goes,
 the handler first gets what the peer sent before leaving, then it and everything it
-started are cancelled.
+started are cancelled. The guide and the reference: ``nox -s docs`` builds them from
+the repository's ``docs/``; the README starts there too.
 """
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from ._app import App as App
 from ._class_listener import Listener as Listener
@@ -82,3 +98,9 @@ __all__ = (
     "use",
     "websocket",
 )
+
+try:
+    __version__: str = _version("plait")
+    """The installed version of plait."""
+except _PackageNotFoundError:  # pragma: no cover - run from a source tree, not installed
+    __version__ = "0+unknown"

@@ -104,3 +104,10 @@ def first_error(exc: BaseException) -> BaseException | None:
     if isinstance(exc, WebSocketDisconnect | get_cancelled_exc_class()):
         return None
     return exc
+
+
+def missing_extra(module: str, extra: str, needed_for: str) -> ImportError:
+    """The error for an optional dependency that is not installed, naming the extra."""
+    return ImportError(
+        f'{needed_for} needs {module}, which is not installed: pip install "plait[{extra}]"'
+    )

@@ -6,6 +6,7 @@ the rest of this module works without it.
 
 from typing import TYPE_CHECKING, Any
 
+from .._exceptions import missing_extra as _missing_extra
 from ._backend import Backend as Backend
 from ._backend import ChannelUnavailable as ChannelUnavailable
 from ._backend import InvalidResume as InvalidResume
@@ -35,7 +36,12 @@ __all__ = (
 
 def __getattr__(name: str) -> Any:
     if name == "RedisBackend":
-        from ._redis import RedisBackend
+        try:
+            from ._redis import RedisBackend
+        except ModuleNotFoundError as exc:
+            if exc.name != "coredis":
+                raise
+            raise _missing_extra("coredis", "redis", "RedisBackend") from exc
 
         globals()[name] = RedisBackend
         return RedisBackend

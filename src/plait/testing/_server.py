@@ -17,7 +17,7 @@ from typing import Any, Literal
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .._exceptions import PlaitError
+from .._exceptions import PlaitError, missing_extra
 from .._types import ASGIApp, Message, Receive, Scope, Send
 
 _STARTUP_TIMEOUT = 10.0
@@ -76,7 +76,12 @@ def run_hypercorn(
         ValueError: An unknown ``worker_class``.
         TypeError: A keyword that is not a hypercorn setting.
     """
-    from hypercorn.config import Config, Sockets
+    try:
+        from hypercorn.config import Config, Sockets
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("hypercorn"):
+            raise
+        raise missing_extra("hypercorn", "hypercorn", "run_hypercorn()") from exc
 
     class OwningConfig(Config):
         took_socket = False  # whether hypercorn wrapped the descriptor (and will close it)

@@ -6,6 +6,7 @@ a background thread, so both clients share one implementation of the protocol.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -14,6 +15,7 @@ from typing import Any, Literal, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from .._exceptions import missing_extra
 from .._types import ASGIApp, Message
 from ._client import AsyncTestClient, Headers
 from ._session import AsyncWebSocketTestSession, SendAfterDisconnect
@@ -179,6 +181,8 @@ class TestClient:
 
     def __enter__(self) -> Self:
         with ExitStack() as stack:
+            if self._backend == "trio" and importlib.util.find_spec("trio") is None:
+                raise missing_extra("trio", "trio", 'TestClient(backend="trio")')
             portal = stack.enter_context(
                 start_blocking_portal(self._backend, self._backend_options)
             )
