@@ -400,3 +400,37 @@ async def test_task_group_and_statistics_need_the_engine() -> None:
     with pytest.raises(WebSocketStateError, match="serve_connection"):
         ws.statistics()
     assert repr(ws) == "<WebSocket '' application=CONNECTING peer=CONNECTING>"
+
+
+async def test_after_the_peer_left_a_later_receive_or_send_raises_websocket_closed(
+    mode: str,
+) -> None:
+    outcomes: list[BaseException] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("ready")
+        try:
+            await ws.receive_text()
+        except plait.WebSocketDisconnect as exc:
+            outcomes.append(exc)  # the peer's leaving, as it happened
+        for attempt in (ws.receive_text(), ws.receive(), ws.send_text("late")):
+            try:
+                await attempt
+            except BaseException as exc:
+                outcomes.append(exc)
+        if mode == "standalone":
+            await ws.close()  # a second close is harmless
+
+    async with AsyncTestClient(make_app(handler, mode)) as client:
+        async with client.websocket_connect("/") as session:
+            assert await session.receive_text() == "ready"
+            await session.close(4001, "bye")
+        with anyio.fail_after(2):
+            while len(outcomes) < 4:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    first, *later = outcomes
+    assert (type(first), first.code) == (plait.WebSocketDisconnect, 4001)  # type: ignore[attr-defined]
+    assert [type(exc) for exc in later] == [plait.WebSocketClosed] * 3
+    assert all(exc.code == 4001 for exc in later)  # type: ignore[attr-defined]
+    assert all("closed by the peer" in str(exc) for exc in later)

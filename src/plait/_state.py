@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from ._exceptions import WebSocketClosed, WebSocketDisconnect, WebSocketStateError
+from ._exceptions import WebSocketClosed, WebSocketStateError
 
 __all__ = ("ConnectionState", "WebSocketState")
 
@@ -159,14 +159,11 @@ class ConnectionState:
                 ``websocket.connect`` message before ``accept()``.
 
         Raises:
-            WebSocketDisconnect: The peer is gone.
-            WebSocketClosed: The application closed the connection.
+            WebSocketClosed: The connection is over (the peer left, or the application
+                closed it): a :class:`WebSocketDisconnect` with the close code.
             WebSocketStateError: The handshake is not finished.
         """
         if self.peer is _S.DISCONNECTED:
-            code = self.close_code if self.close_code is not None else _ABNORMAL_CLOSURE
-            if self.closed_by == "peer":
-                raise WebSocketDisconnect(code, self.close_reason)
             raise self.closed_error("receive")
         if self.application is _S.DISCONNECTED:
             raise self.closed_error("receive")
