@@ -82,8 +82,7 @@ class Children:
             report: Log their errors now (the handler's end is an error of its own or
                 a cancellation, which their errors cannot join).
         """
-        for scope in self._running:
-            scope.cancel()
+        self.cancel_tasks()
         try:
             if self._running:
                 self._done = anyio.Event()

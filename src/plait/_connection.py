@@ -248,8 +248,8 @@ class Connection:
                 raise
             if self._children is not None:
                 await self._children.end(report=False)
-            if self._children is not None and self._children.errors:
-                raise ExceptionGroup("a task of the handler failed", self._children.errors)
+                if self._children.errors:
+                    raise ExceptionGroup("a task of the handler failed", self._children.errors)
         except (Exception, BaseExceptionGroup) as exc:  # never a bare cancellation
             return close_for_end(exc, self.path)
         return (1000, "")

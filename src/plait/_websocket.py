@@ -81,22 +81,21 @@ class WebSocket(Mapping[str, Any]):
     __slots__ = ("__dict__", "_engine", "_scope", "_state")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "websocket":
-            raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
-        self._scope = scope
-        self._state = ConnectionState()
-        self._engine: Engine = DirectEngine(receive, send)
+        self._start(scope, DirectEngine(receive, send))
 
     @classmethod
     def _run_by(cls, scope: Scope, engine: Engine) -> WebSocket:
         """A WebSocket whose messages ``engine`` moves (the connection engine's)."""
+        websocket = cls.__new__(cls)
+        websocket._start(scope, engine)
+        return websocket
+
+    def _start(self, scope: Scope, engine: Engine) -> None:
         if scope.get("type") != "websocket":
             raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
-        websocket = cls.__new__(cls)
-        websocket._scope = scope
-        websocket._state = ConnectionState()
-        websocket._engine = engine
-        return websocket
+        self._scope = scope
+        self._state = ConnectionState()
+        self._engine: Engine = engine
 
     # -- the handshake ----------------------------------------------------------------
 
