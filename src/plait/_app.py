@@ -16,7 +16,7 @@ from ._lifespan import fallback_lifespan
 from ._options import StallPolicy
 from ._origins import OriginPolicy
 from ._paths import RouteConflictError
-from ._routing import WebSocketRoute
+from ._routing import WebSocketRoute, deny_handshake
 from ._types import ASGIApp, Receive, Scope, Send
 from ._websocket import WebSocket
 from .channels._hub import Hub
@@ -266,18 +266,10 @@ def _origin_allowed(policy: OriginPolicy, scope: Scope) -> bool:
 async def _forbidden(websocket: WebSocket, path: str) -> None:
     origin = websocket.headers.get("origin", "")
     logger.info("refused %s: origin %s is not allowed", _shown(path), _shown(origin))
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(DenialResponse({"detail": "origin not allowed"}, 403))
-    else:
-        await websocket.close()
+    await deny_handshake(websocket, 403, {"detail": "origin not allowed"})
 
 
 async def _not_found(websocket: WebSocket, path: str) -> None:
     shown = _shown(path)
     logger.info("no WebSocket route for %s", shown)
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            DenialResponse({"detail": f"no WebSocket route for {shown}"}, 404)
-        )
-    else:
-        await websocket.close()
+    await deny_handshake(websocket, 404, {"detail": f"no WebSocket route for {shown}"})

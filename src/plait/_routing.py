@@ -423,12 +423,20 @@ async def _refuse(
     logger.info("refused %s with %s: %s", path, status_code, body)
     state = websocket.application_state
     if state is WebSocketState.CONNECTING:
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(DenialResponse(body, status_code, headers))
-        else:
-            await websocket.close()
+        await deny_handshake(websocket, status_code, body, headers)
     elif state is WebSocketState.CONNECTED:
         await websocket.close(1008, validate_close(1008, str(body.get("detail", ""))))
+
+
+async def deny_handshake(
+    websocket: WebSocket, status_code: int, body: dict[str, Any], headers: Any = None
+) -> None:
+    """Refuse the handshake with an HTTP response, or a close before accept (HTTP 403)
+    where the server has no denial responses."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(DenialResponse(body, status_code, headers))
+    else:
+        await websocket.close()
 
 
 def websocket(
