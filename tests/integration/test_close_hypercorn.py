@@ -37,6 +37,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import ClientConnection, connect
 
 import plait
+from _records import RECORDS, Record, record_for
 from _support import answer_lifespan
 from plait import App, WebSocket, use
 from plait.testing import HypercornServer, run_hypercorn
@@ -48,34 +49,6 @@ MESSAGES = 5  # sent just before the client leaves
 STALL = 0.3  # stall_timeout, seconds
 DRAIN = 0.3  # drain_timeout where the handler does not take what is buffered, seconds
 SLACK = 1.5  # scheduling slack on a loaded two-core CI machine, seconds
-
-
-class Record:
-    """What one connection's handler reports back across threads."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.done = threading.Event()
-        self.go = threading.Event()  # the test tells the handler to go on
-        self.times: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def add(self, event: Any) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def finish(self) -> None:
-        """Called from the handler's ``finally``."""
-        self.times["finally"] = time.monotonic()
-        self.add("finally")
-        self.done.set()
-
-
-RECORDS: dict[str, Record] = {}
-
-
-def record_for(ws: WebSocket) -> Record:
-    return RECORDS[ws.query_params["id"]]
 
 
 # -- low-level handlers ---------------------------------------------------------------------
@@ -277,14 +250,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 def server(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
     with run_hypercorn(app, worker_class=request.param) as running:
         yield running
-
-
-@pytest.fixture
-def rec(request: pytest.FixtureRequest) -> Iterator[tuple[str, Record]]:
-    key = request.node.nodeid
-    RECORDS[key] = Record()
-    yield key, RECORDS[key]
-    del RECORDS[key]
 
 
 def url(server: HypercornServer, path: str, **query: Any) -> str:

@@ -18,35 +18,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 import plait
+from _records import Record, record_for
 from _support import answer_lifespan
 from plait import DenialResponse, WebSocket
 from plait.testing import HypercornServer, run_hypercorn
 from plait.types import Receive, Scope, Send
 
 pytestmark = pytest.mark.integration
-
-
-class Record:
-    """What one test's handler reports back across threads."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.done = threading.Event()
-        self.times: dict[str, float] = {}
-
-    def wait(self, timeout: float = 5.0, events: int = 0) -> None:
-        """Wait for the handler to finish and, optionally, for ``events`` events."""
-        assert self.done.wait(timeout), "the handler did not report back in time"
-        deadline = time.monotonic() + timeout
-        while len(self.events) < events and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-
-RECORDS: dict[str, Record] = {}
-
-
-def record_for(ws: WebSocket) -> Record:
-    return RECORDS[ws.query_params["id"]]
 
 
 async def echo(ws: WebSocket) -> None:
@@ -166,14 +144,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 def server(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
     with run_hypercorn(app, worker_class=request.param) as running:
         yield running
-
-
-@pytest.fixture
-def rec(request: pytest.FixtureRequest) -> Iterator[tuple[str, Record]]:
-    key = request.node.nodeid
-    RECORDS[key] = Record()
-    yield key, RECORDS[key]
-    del RECORDS[key]
 
 
 def url(server: HypercornServer, path: str, **query: Any) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
@@ -22,27 +21,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 import plait
+from _records import RECORDS, Record
 from plait import App, Heartbeat, WebSocket, WebSocketRoute
 from plait.testing import HypercornServer, run_hypercorn
 
 pytestmark = pytest.mark.integration
-
-
-class Record:
-    """What one test's handlers report back across threads."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.done = threading.Event()
-        self.times: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def add(self, event: Any) -> None:
-        with self.lock:
-            self.events.append(event)
-
-
-RECORDS: dict[str, Record] = {}
 
 
 # -- a typed listener ---------------------------------------------------------------------
@@ -192,14 +175,6 @@ APP = App(
 def server(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
     with run_hypercorn(APP, worker_class=request.param) as running:
         yield running
-
-
-@pytest.fixture
-def rec(request: pytest.FixtureRequest) -> Iterator[tuple[str, Record]]:
-    key = request.node.nodeid
-    RECORDS[key] = Record()
-    yield key, RECORDS[key]
-    del RECORDS[key]
 
 
 def url(server: HypercornServer, path: str, **query: Any) -> str:
