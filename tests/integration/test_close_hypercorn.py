@@ -32,6 +32,7 @@ from typing import Annotated, Any, cast
 from urllib.parse import urlencode
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import ClientConnection, connect
@@ -163,8 +164,41 @@ async def firehose(ws: WebSocket) -> None:
 
 FLOOD_CAPACITY = 4
 
+
 # Each path's handler and the engine's options for it.
+async def streaming(ws: WebSocket) -> None:
+    """Sends as fast as it may until the connection ends; a child task sends too, and the
+    handler closes on the client's word while the child is still sending."""
+    record = record_for(ws)
+    await ws.accept()
+
+    async def child() -> None:
+        with contextlib.suppress(plait.WebSocketDisconnect):
+            while True:
+                await ws.send_text("child")
+                await anyio.lowlevel.checkpoint()
+
+    try:
+        ws.task_group.start_soon(child)
+        async with anyio.create_task_group() as tg:
+
+            async def stream() -> None:
+                with contextlib.suppress(plait.WebSocketDisconnect):
+                    while True:
+                        await ws.send_text("tick")
+                        await anyio.lowlevel.checkpoint()
+
+            tg.start_soon(stream)
+            text = await ws.receive_text()  # the client says when to close
+            record.add(text)
+            await ws.close(4000, "done")
+            tg.cancel_scope.cancel()
+    finally:
+        record.finish()
+
+
 ENGINE: dict[str, tuple[Callable[[WebSocket], Awaitable[None]], dict[str, Any]]] = {
+    "/stream": (streaming, {}),
     "/iterate": (iterating, {"drain_timeout": 2.0}),
     "/receive": (receiving, {"drain_timeout": 2.0}),
     "/overworked": (overworked, {"drain_timeout": DRAIN}),
@@ -672,3 +706,46 @@ def test_send_timeout_cancels_the_handler_of_a_client_that_does_not_read(
         close = client.read_until_close(10)
     assert close is not None, "no close frame from the server"
     assert (close.code, close.reason) == (1008, "client too slow")
+
+
+def test_sends_racing_the_close_stop_and_nothing_follows_the_close(
+    server: HypercornServer, rec: tuple[str, Record], caplog: pytest.LogCaptureFixture
+) -> None:
+    key, record = rec
+    with RawClient(url(server, "/stream", id=key)) as client:
+        client._read_while(lambda: client.frames < 20, 5)  # the streams are going
+        client.send_text("close now")
+        close = client.read_until_close(5)
+        at_close = client.frames
+        client.read_until_eof(3)
+        after = client.frames
+    assert close is not None
+    assert (close.code, close.reason) == (4000, "done")
+    assert after == at_close  # no frame followed the close
+    assert record.done.wait(3)
+    assert record.events == ["close now", "finally"]
+    assert plait_errors(caplog) == []
+
+
+@pytest.mark.parametrize("how", ["close-frame", "reset", "no-close-frame"])
+def test_clients_leaving_while_the_server_streams_are_no_error(
+    server: HypercornServer, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's sends race the client's leaving (hypercorn's trio worker raises
+    BusyResourceError from send when it answers a close meanwhile): every handler ends,
+    and nothing is logged as an error."""
+    keys = [f"{how}-{i}-{time.monotonic_ns()}" for i in range(20)]
+    for key in keys:
+        RECORDS[key] = Record()
+    try:
+        for i, key in enumerate(keys):
+            with RawClient(url(server, "/stream", id=key)) as client:
+                client._read_while(lambda c=client, n=i: c.frames < 1 + n % 7, 5)
+                client.leave(how)
+        for key in keys:
+            assert RECORDS[key].done.wait(DRAIN + 3), f"{key}: the handler did not end"
+            assert RECORDS[key].events[-1] == "finally"
+    finally:
+        for key in keys:
+            del RECORDS[key]
+    assert plait_errors(caplog) == []
