@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
-from benchmarks._processes import ROOT, Server, pin
+from benchmarks._processes import ROOT, Server, pin, run_server
 from benchmarks._report import (
     BUSY_MACHINE_FRACTION,
     Measurement,
@@ -46,6 +46,29 @@ def rotated(apps: Sequence[str], round_index: int) -> list[str]:
 def percent(value: float | None) -> str:
     """A share as a whole percentage, ``?`` when unknown."""
     return "?" if value is None else f"{value:.0%}"
+
+
+MeasurementT = TypeVar("MeasurementT", bound=Measurement)
+
+
+def serve_once(
+    cell: MeasurementT,
+    module: str,
+    measure: Callable[[MeasurementT, Server], object],
+    progress: Callable[[MeasurementT], None],
+) -> MeasurementT:
+    """Start one server for the cell's worker and app, measure it once, and report: a
+    server that does not start is the cell's failure, not the run's."""
+    server: Server | None = None
+    try:
+        with run_server(cell.worker, cell.app, module) as server:
+            measure(cell, server)
+    except RuntimeError as exc:
+        if cell.client is None and cell.failure is None:
+            cell.failure = str(exc)
+    progress(cell)
+    note_server_log([cell], server)
+    return cell
 
 
 def note_server_log(cells: Iterable[Measurement], server: Server | None) -> None:

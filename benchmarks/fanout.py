@@ -24,15 +24,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks import fanout_apps
-from benchmarks._processes import Server, run_json_client, run_server
+from benchmarks._processes import Server, run_json_client
 from benchmarks._report import AppSummary, GroupSummary, Measurement, summarize
 from benchmarks._runner import (
     cli_main,
     csv_list,
-    note_server_log,
     percent,
     rotated,
     run_meta,
+    serve_once,
     warn,
     write_results,
 )
@@ -169,16 +169,7 @@ def _serve_and_measure(
 ) -> FanoutMeasurement:
     """Start one server for `app` and measure it once."""
     cell = FanoutMeasurement(worker, round_index, app, args.subscribers)
-    server: Server | None = None
-    try:
-        with run_server(worker, app, APPS_MODULE) as server:
-            _measure(cell, server, args)
-    except RuntimeError as exc:
-        if cell.client is None and cell.failure is None:
-            cell.failure = str(exc)
-    _progress(cell)
-    note_server_log([cell], server)
-    return cell
+    return serve_once(cell, APPS_MODULE, lambda c, server: _measure(c, server, args), _progress)
 
 
 def _rate(value: float | None) -> str:

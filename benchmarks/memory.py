@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks import memory_apps
-from benchmarks._processes import Server, raise_open_file_limit, run_json_client, run_server
+from benchmarks._processes import Server, raise_open_file_limit, run_json_client
 from benchmarks._report import Measurement
 from benchmarks._runner import (
     cli_main,
     csv_list,
-    note_server_log,
     rotated,
     run_meta,
+    serve_once,
     write_results,
 )
 from benchmarks.memory_client import FD_HEADROOM, OPEN_TIMEOUT
@@ -178,16 +178,7 @@ def _serve_and_measure(
 ) -> MemoryMeasurement:
     """Start one server for `app` and measure it once."""
     cell = MemoryMeasurement(worker, round_index, app, args.conns)
-    server: Server | None = None
-    try:
-        with run_server(worker, app, APPS_MODULE) as server:
-            _measure(cell, server, args)
-    except RuntimeError as exc:
-        if cell.client is None and cell.failure is None:
-            cell.failure = str(exc)
-    _progress(cell)
-    note_server_log([cell], server)
-    return cell
+    return serve_once(cell, APPS_MODULE, lambda c, server: _measure(c, server, args), _progress)
 
 
 def _median(values: Sequence[float]) -> float | None:
