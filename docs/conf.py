@@ -8,9 +8,11 @@ from the docstrings by autodoc, read as Google style by napoleon.
 from __future__ import annotations
 
 import ast
+import importlib
 import sys
 from importlib import metadata
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 from sphinx.application import Sphinx
@@ -94,6 +96,27 @@ _DEFINED_IN = {
     for package in PUBLIC_MODULES
     for name, module in _defining_modules(package).items()
 }
+
+
+# -- re-exported classes and functions, read from their own modules -----------------------
+#
+# The public modules set the ``__module__`` of what they re-export to themselves
+# (``plait.App``, not ``plait._app.App``). autodoc reads ``__module__`` to find the
+# source it analyses for attribute docstrings, fields and the order of members, so for
+# the build each gets back the module that defines it.
+
+
+def _source_module(module: str, name: str) -> str:
+    """The module that defines ``name``, following re-exports from ``module`` on."""
+    found = _defining_modules(module).get(name)
+    return module if found is None else _source_module(found, name)
+
+
+for _public in _DEFINED_IN:
+    _package, _, _name = _public.rpartition(".")
+    _value = getattr(importlib.import_module(_package), _name)
+    if isinstance(_value, type | FunctionType) and _value.__module__ == _package:
+        _value.__module__ = _source_module(_package, _name)
 
 
 def _alias_docstring(

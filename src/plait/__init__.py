@@ -22,6 +22,7 @@ the repository's ``docs/``; the README starts there too.
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from types import FunctionType as _FunctionType
 
 from ._app import App as App
 from ._class_listener import Listener as Listener
@@ -98,6 +99,22 @@ __all__ = (
     "use",
     "websocket",
 )
+
+# Public classes and functions report the path users import them from (``plait.App``,
+# not ``plait._app.App``) in reprs, tracebacks, pickles and the reference. Not where
+# that breaks ``typing.get_type_hints``, which reads a class's string annotations in the
+# module its ``__module__`` names: these three annotate with names only their own module
+# has (and a subclass of Listener would inherit the failure).
+_KEEP_MODULE = ("URL", "ConnectionOptions", "Listener")
+for _name in __all__:
+    _value = globals()[_name]
+    if (
+        isinstance(_value, type | _FunctionType)
+        and _value.__module__.startswith(f"{__name__}._")
+        and _name not in _KEEP_MODULE
+    ):
+        _value.__module__ = __name__
+del _name, _value
 
 try:
     __version__: str = _version("plait")

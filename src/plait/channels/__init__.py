@@ -4,6 +4,7 @@
 the rest of this module works without it.
 """
 
+from types import FunctionType as _FunctionType
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import missing_extra as _missing_extra
@@ -33,6 +34,14 @@ __all__ = (
     "Subscription",
 )
 
+# Public classes and functions report the path users import them from (see plait's own
+# __init__ for why, and for where that would not be safe).
+for _name in __all__:
+    _value = globals().get(_name)
+    if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value
+
 
 def __getattr__(name: str) -> Any:
     if name == "RedisBackend":
@@ -43,6 +52,7 @@ def __getattr__(name: str) -> Any:
                 raise
             raise _missing_extra("coredis", "redis", "RedisBackend") from exc
 
+        RedisBackend.__module__ = __name__
         globals()[name] = RedisBackend
         return RedisBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,8 @@ or trio; :class:`TestClient` does the same from synchronous code; :func:`run_hyp
 serves an application with hypercorn on loopback for tests with real clients.
 """
 
+from types import FunctionType as _FunctionType
+
 from ._client import AsyncTestClient as AsyncTestClient
 from ._client import WebSocketDenied as WebSocketDenied
 from ._lifespan import LifespanError as LifespanError
@@ -24,3 +26,11 @@ __all__ = (
     "WebSocketTestSession",
     "run_hypercorn",
 )
+
+# Public classes and functions report the path users import them from (see plait's own
+# __init__ for why, and for where that would not be safe).
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type | _FunctionType) and _value.__module__.startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value
