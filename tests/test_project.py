@@ -1,15 +1,20 @@
-"""Project-level promises: the public surface and the README's test command."""
+"""Project-level promises: the public surface, what its docstrings say, and the README's
+commands."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import itertools
 import re
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from plait.testing import AsyncTestClient, WebSocketDenied
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,3 +80,72 @@ def test_the_readme_demo_command_runs_the_demo_session() -> None:
     assert match, "the README marks its demo command with <!-- demo-command -->"
     assert match.group(1).strip().endswith("nox -s demo")
     assert "def demo(" in (ROOT / "noxfile.py").read_text()
+
+
+def docstring_section(doc: str | None, title: str) -> list[str]:
+    """The names a Google-style docstring lists under ``title:`` (``Args``, ...)."""
+    names: list[str] = []
+    inside = False
+    for line in inspect.cleandoc(doc or "").splitlines():
+        if line.strip() == f"{title}:":
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            break
+        elif inside and (match := re.match(r" {4}(\w+):", line)):
+            names.append(match.group(1))
+    return names
+
+
+def public_exceptions() -> list[type[BaseException]]:
+    found = []
+    for module_name in ("plait", "plait.channels", "plait.testing"):
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) and issubclass(value, BaseException):
+                found.append(value)
+    return found
+
+
+@pytest.mark.parametrize("exc_type", public_exceptions(), ids=lambda cls: cls.__name__)
+def test_exceptions_document_the_arguments_they_take(exc_type: type[BaseException]) -> None:
+    parameters = [
+        parameter.name
+        for parameter in list(inspect.signature(exc_type.__init__).parameters.values())[1:]
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    assert docstring_section(exc_type.__doc__, "Args") == parameters
+
+
+@pytest.mark.anyio
+async def test_websocket_denied_has_the_attributes_it_documents() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()  # websocket.connect
+        if scope["path"] == "/respond":
+            headers = [(b"Content-Type", b"text/plain"), (b"X-Reason", b"token")]
+            start = {"type": "websocket.http.response.start", "status": 401, "headers": headers}
+            await send(start)
+            await send({"type": "websocket.http.response.body", "body": b"who ", "more_body": True})
+            await send({"type": "websocket.http.response.body", "body": b"are you"})
+        elif scope["path"] == "/close":
+            await send({"type": "websocket.close", "code": 1008})
+        # "/return" returns without accepting
+
+    documented = docstring_section(WebSocketDenied.__doc__, "Attributes")
+    assert documented == ["status_code", "headers", "body"]
+    expected = {
+        "/respond": (401, [("content-type", "text/plain"), ("x-reason", "token")], b"who are you"),
+        "/close": (403, [], b""),
+        "/return": (500, [], b""),
+    }
+    async with AsyncTestClient(app) as client:
+        for path, values in expected.items():
+            with pytest.raises(WebSocketDenied) as info:
+                async with client.websocket_connect(path):
+                    pytest.fail(f"{path}: the connection opened")
+            assert tuple(getattr(info.value, name) for name in documented) == values

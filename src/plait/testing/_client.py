@@ -25,12 +25,21 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 class WebSocketDenied(PlaitError):
     """The application refused the WebSocket handshake.
 
-    Raised by ``websocket_connect`` when the application closed the connection before
-    accepting it (HTTP 403), sent a denial response, or returned without accepting (HTTP 500).
+    Raised by ``websocket_connect`` (of :class:`TestClient` and :class:`AsyncTestClient`)
+    when the application sent a denial response (a :class:`plait.Deny`, the App's 404 for
+    an unknown path), closed the connection before accepting it (HTTP 403, as hypercorn
+    answers that), or returned without accepting (HTTP 500).
+
+    Attributes:
+        status_code: The HTTP status: the denial response's, 403 for a close before
+            accept, 500 for a return without accept.
+        headers: The denial response's headers as ``(name, value)`` strings, names
+            lower-cased; empty for a close or a return.
+        body: The denial response's whole body; empty for a close or a return.
 
     Args:
-        status_code: The HTTP status of the denial response.
-        headers: The response headers as ``(name, value)`` strings, names lower-cased.
+        status_code: The HTTP status.
+        headers: The response headers as ``(name, value)`` strings.
         body: The response body.
     """
 
