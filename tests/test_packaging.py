@@ -1,15 +1,19 @@
 """What a newcomer meets first: the version, the license, help(plait), missing extras,
-and the public names' paths."""
+the public names' paths, and a build that needs no index."""
 
 from __future__ import annotations
 
+import email
 import importlib
 import importlib.metadata
 import importlib.util
 import pickle
+import shutil
+import subprocess
 import sys
 import types
 import typing
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +129,23 @@ def test_public_exceptions_pickle_by_their_public_path(exc: BaseException) -> No
     again = pickle.loads(data)
     assert type(again) is type(exc)
     assert (str(again), vars(again)) == (str(exc), vars(exc))
+
+
+def test_a_build_without_build_isolation_needs_nothing_downloaded(tmp_path: Path) -> None:
+    # setuptools>=77 (the license expression) comes with the test extra; a build that
+    # uses the environment's own setuptools must work without any index.
+    for part in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / part, tmp_path / part)
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+               "--no-index", "--wheel-dir", str(tmp_path / "dist"), str(tmp_path)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    (wheel,) = (tmp_path / "dist").glob("plait-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata_name,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(metadata_name))
+    assert "plait/py.typed" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata["Requires-Python"] == ">=3.11"
