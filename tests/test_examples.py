@@ -103,3 +103,20 @@ async def test_serve_connection_example_echoes() -> None:
     async with AsyncTestClient(engine_app) as client, client.websocket_connect("/any") as ws:
         await ws.send_text("hello")
         assert await ws.receive_text() == "hello"
+
+
+async def test_lobby_example_hooks_and_a_reading_stream() -> None:
+    from examples.lobby import app as lobby_app, members
+
+    async with AsyncTestClient(lobby_app) as client:
+        async with client.websocket_connect("/lobby?name=ada") as ada:
+            assert await ada.receive_json() == {"members": ["ada"]}
+            async with client.websocket_connect("/lobby?name=ada") as again:
+                assert await again.receive_json() == {"members": ["ada"]}
+                assert members["ada"] == 2  # two tabs, one member
+            await ada.send_text("hi")
+            assert await ada.receive_json() == {"from": "ada", "text": "hi", "members": ["ada"]}
+        async with client.websocket_connect("/shout") as ws:
+            await ws.send_text("quiet")
+            assert await ws.receive_text() == "QUIET"
+    assert not members  # on_disconnect ran for every connection

@@ -31,18 +31,23 @@ class Listener:
         app = plait.App(routes=[Chat])
 
     Each connection gets its own instance, so ``self`` holds per-connection state.
-    ``on_receive``'s ``data`` is decoded to its annotation and its other parameters are
-    injected, as for :func:`plait.listener`; its return value is sent back.
+    ``on_receive``'s ``data`` is decoded to its annotation and its return value is sent
+    back, as for :func:`plait.listener` (a plain ``def`` runs in a worker thread). Every
+    hook's parameters are injected as a function listener's are: the ``WebSocket``
+    (``socket``), path and query parameters, headers, cookies and dependencies, as in
+    Litestar (``async def on_accept(self, socket: WebSocket, room: str)``).
     ``on_disconnect`` is always called once the connection was accepted, also when it
-    ended by cancellation (shielded, within ``teardown_timeout``).
+    ended by cancellation (shielded, within ``teardown_timeout``), before the
+    dependencies' teardowns.
 
     The class attributes below configure the route.
     """
 
     path: ClassVar[str]
     """The path template."""
-    mode: ClassVar[Literal["text", "binary"]] = "text"
-    """The frames JSON replies go out in."""
+    mode: ClassVar[Literal["text", "binary"] | None] = None
+    """``"text"`` or ``"binary"`` sends every reply in that kind of frame; ``None`` goes
+    by the reply's type (see :meth:`plait.WebSocketRoute.listener`)."""
     on_invalid: ClassVar[InvalidMessagePolicy] = "close"
     """What to do with a message that does not decode."""
     concurrency: ClassVar[int] = 1
@@ -66,14 +71,14 @@ class Listener:
         cls._namespace = dict(sys._getframe(1).f_locals)
 
     async def on_accept(self, socket: WebSocket) -> None:
-        """Called once the connection is accepted."""
+        """Called once the connection is accepted; parameters are injected."""
 
     async def on_receive(self, data: Any, socket: WebSocket) -> Any:
         """Called with each message; the return value is sent back (``None``: nothing)."""
         raise NotImplementedError(f"{type(self).__qualname__} must define on_receive")
 
     async def on_disconnect(self, socket: WebSocket) -> None:
-        """Called when the connection ends, however it ends."""
+        """Called when the connection ends, however it ends; parameters are injected."""
 
     @classmethod
     def as_route(cls) -> WebSocketRoute:
@@ -88,6 +93,12 @@ class Listener:
             heartbeat=cls.heartbeat,
             subprotocols=cls.subprotocols,
         )
+        # Hooks left as they are cost nothing: only the overridden ones are called.
+        hooks = {
+            name: getattr(cls, name)
+            for name in ("on_accept", "on_disconnect")
+            if getattr(cls, name) is not getattr(Listener, name)
+        }
         route._add_listener(
             cls.on_receive,
             cls._namespace,
@@ -95,5 +106,6 @@ class Listener:
             cls.on_invalid,
             cls.concurrency,
             listener_class=cls,
+            hooks=hooks,
         )
         return route

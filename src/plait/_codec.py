@@ -6,6 +6,9 @@ messages) and reused; msgspec's errors are converted to :class:`MessageDecodeErr
 
 from __future__ import annotations
 
+import enum
+import re
+import typing
 from collections.abc import MutableMapping
 from typing import Any, Final
 
@@ -73,16 +76,82 @@ def convert(value: Any, annotation: Any) -> Any:
     ``True`` for ``bool``; ``list[int]`` takes a list of strings.
 
     Raises:
-        ConversionError: The value does not fit; the message says why (msgspec's words).
+        ConversionError: The value does not fit; the message says what was wanted in
+            words a client's author understands (``expected an integer, got "abc"``).
     """
     if annotation is str and type(value) is str:
         return value
     try:
         return msgspec.convert(value, annotation, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConversionError(str(exc)) from None
+        raise ConversionError(_in_words(str(exc), value, annotation)) from None
     except TypeError as exc:  # a type msgspec cannot convert to
         raise ConversionError(f"cannot convert to {annotation!r}: {exc}") from None
+
+
+# msgspec's words name JSON types ("Expected `int`, got `str`"), but every handshake
+# value is a string: say what the value should look like instead.
+_AT: Final = r"(?: - at `\$\[(?P<at>\d+)\]`)?$"  # an item of a list: "- at `$[1]`"
+_EXPECTED: Final = re.compile(
+    r"Expected `(?P<type>[^`]+)`(?P<constraint>.*?)(?:, got `[^`]+`)?" + _AT
+)
+_INVALID: Final = re.compile(r"Invalid (?P<what>.+?)(?: '.*')?" + _AT)
+_TYPE_WORDS: Final = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "bytes": "base64 text",
+    "object": "an object",
+    "array": "a list",
+}
+_INVALID_WORDS: Final = {
+    "UUID": "a UUID",
+    "RFC3339 encoded datetime": "a date and time (RFC 3339, 2026-01-31T12:00:00Z)",
+    "RFC3339 encoded date": "a date (2026-01-31)",
+    "RFC3339 encoded time": "a time (12:00:00)",
+    "decimal string": "a decimal number",
+}
+_SHOWN: Final = 40  # characters of the client's value quoted back, at most
+
+
+def _in_words(message: str, value: Any, annotation: Any) -> str:
+    """msgspec's validation message, for the author of a query string or a header."""
+    if (match := _EXPECTED.match(message)) is not None:
+        names = [name for name in match["type"].split(" | ") if name != "null"]
+        words = " or ".join(_TYPE_WORDS.get(name, f"a {name}") for name in names)
+        wanted = f"{words}{match['constraint'].replace(' matching regex', ' matching')}"
+    elif (match := _INVALID.match(message)) is not None:
+        if match["what"] == "enum value":
+            choices = _choices(annotation)
+            wanted = "one of " + ", ".join(map(repr, choices)) if choices else "an allowed value"
+        else:
+            wanted = _INVALID_WORDS.get(match["what"], f"a valid {match['what']}")
+    else:
+        return message
+    at = match["at"]
+    if at is not None and isinstance(value, list) and int(at) < len(value):
+        return f"item {int(at) + 1}: expected {wanted}, got {_quoted(value[int(at)])}"
+    return f"expected {wanted}, got {_quoted(value)}"
+
+
+def _quoted(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    shown = text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+    return encode_json_text(shown)
+
+
+def _choices(annotation: Any) -> list[Any]:
+    """The values a ``Literal`` or an ``Enum`` (maybe in a list or ``| None``) allows."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return list(typing.get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [member.value for member in annotation]
+    for arg in typing.get_args(annotation) if origin is not None else ():
+        if choices := _choices(arg):
+            return choices
+    return []
 
 
 class MessageCodec:
@@ -91,19 +160,21 @@ class MessageCodec:
     ``str`` takes a text message (or UTF-8 binary), ``bytes`` a binary message (or the
     text's UTF-8), no annotation the message as it came; anything else is JSON decoded
     and validated by msgspec into the type (``dict``, ``list``, a ``Struct``, a tagged
-    union of Structs, a dataclass, a ``TypedDict``...). Replies: ``str`` as text, bytes
-    as binary, ``None`` as nothing, anything else as JSON in a ``mode`` message.
+    union of Structs, a dataclass, a ``TypedDict``...). Replies: ``None`` is nothing;
+    with no ``mode``, ``str`` goes out as text, bytes as binary and anything else as JSON
+    text. A ``mode`` sends everything in that kind of frame, as Litestar does: in
+    ``"text"`` bytes are decoded as UTF-8, in ``"binary"`` text is encoded.
 
     Args:
         annotation: The type messages decode to (``Any`` for the raw message).
-        mode: ``"text"`` or ``"binary"``: the frames JSON replies go out in.
+        mode: ``None`` (by the reply's type), ``"text"`` or ``"binary"``.
     """
 
     __slots__ = ("_annotation", "_decoder", "_mode")
 
-    def __init__(self, annotation: Any, mode: str = "text") -> None:
-        if mode not in ("text", "binary"):
-            raise ValueError(f"mode must be 'text' or 'binary', not {mode!r}")
+    def __init__(self, annotation: Any, mode: str | None = None) -> None:
+        if mode not in (None, "text", "binary"):
+            raise ValueError(f"mode must be None, 'text' or 'binary', not {mode!r}")
         self._annotation = annotation
         self._mode = mode
         self._decoder: msgspec.json.Decoder[Any] | None = None
@@ -141,21 +212,33 @@ class MessageCodec:
         """The ``websocket.send`` message for a reply, or None to send nothing.
 
         Raises:
-            TypeError: The value cannot be encoded as JSON.
+            TypeError: The value cannot be encoded as JSON, or the route sends text and
+                it is bytes that are not UTF-8.
         """
         if value is None:
             return None
         if isinstance(value, str):
+            if self._mode == "binary":
+                return {"type": "websocket.send", "bytes": value.encode()}
             return {"type": "websocket.send", "text": value}
         if isinstance(value, bytes | bytearray | memoryview):
+            if self._mode == "text":
+                try:
+                    return {"type": "websocket.send", "text": bytes(value).decode()}
+                except UnicodeDecodeError:
+                    raise TypeError(
+                        "the route sends text (mode='text') but the reply is bytes that "
+                        "are not UTF-8: return str, or use mode='binary'"
+                    ) from None
             return {"type": "websocket.send", "bytes": bytes(value)}
         return self.frame(encode_json(value))
 
     def frame(self, data: bytes) -> dict[str, Any]:
-        """The ``websocket.send`` message for JSON already encoded, in the route's mode."""
-        if self._mode == "text":
-            return {"type": "websocket.send", "text": data.decode()}
-        return {"type": "websocket.send", "bytes": data}
+        """The ``websocket.send`` message for JSON already encoded, in the route's mode
+        (text unless it is ``"binary"``)."""
+        if self._mode == "binary":
+            return {"type": "websocket.send", "bytes": data}
+        return {"type": "websocket.send", "text": data.decode()}
 
 
 def encode_payload(message: Any) -> bytes:

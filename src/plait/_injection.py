@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -25,7 +25,7 @@ from ._exceptions import PlaitError
 from ._params import Dependency, Source
 from ._websocket import WebSocket
 
-__all__ = ("InvalidParameters", "Plan", "Resolver", "plan_callable")
+__all__ = ("InvalidParameters", "Plan", "Resolver", "plan_callable", "request_parameters")
 
 _EMPTY = inspect.Parameter.empty
 _MANY_ORIGINS = (list, tuple, set, frozenset, Sequence)
@@ -61,6 +61,11 @@ class Parameter:
     dependency: Plan | None = None
     reuse: bool = True
 
+    @property
+    def identity(self) -> tuple[str, str, Any, bool]:
+        """What makes two handshake parameters the same value (read and converted once)."""
+        return (self.kind, self.key, self.annotation, self.many)
+
 
 @dataclass(slots=True)
 class Plan:
@@ -72,17 +77,22 @@ class Plan:
 
     def request_parameters(self) -> list[Parameter]:
         """Every handshake-derived parameter in this plan and its dependencies, once."""
-        found: dict[tuple[str, str, Any, bool], Parameter] = {}
-        stack = [self]
-        while stack:
-            plan = stack.pop()
-            for parameter in plan.parameters:
-                if parameter.dependency is not None:
-                    stack.append(parameter.dependency)
-                elif parameter.kind not in ("websocket", "dependency", "provided"):
-                    identity = (parameter.kind, parameter.key, parameter.annotation, parameter.many)
-                    found.setdefault(identity, parameter)
-        return list(found.values())
+        return request_parameters([self])
+
+
+def request_parameters(plans: Iterable[Plan | None]) -> list[Parameter]:
+    """Every handshake-derived parameter of these plans and their dependencies, once
+    (plans that share a dependency share its parameters)."""
+    found: dict[tuple[str, str, Any, bool], Parameter] = {}
+    stack = [plan for plan in plans if plan is not None]
+    while stack:
+        plan = stack.pop()
+        for parameter in plan.parameters:
+            if parameter.dependency is not None:
+                stack.append(parameter.dependency)
+            elif parameter.kind not in ("websocket", "dependency", "provided"):
+                found.setdefault(parameter.identity, parameter)
+    return list(found.values())
 
 
 def plan_callable(
@@ -246,7 +256,7 @@ class Resolver:
                 raw = ws.headers.getall(key, []) if parameter.many else ws.headers.get(key, _EMPTY)
             else:
                 raw = ws.cookies.get(key, _EMPTY)
-            identity = (kind, key, parameter.annotation, parameter.many)
+            identity = parameter.identity
             if parameter.many and not raw:
                 raw = _EMPTY  # no values at all: missing, like any other parameter
             if raw is _EMPTY:
@@ -260,7 +270,11 @@ class Resolver:
             except ConversionError as exc:
                 errors.append({"source": kind, "name": key, "message": str(exc)})
         if errors:
-            raise InvalidParameters(errors)
+            # One entry per failing name, even when two handlers read it as two types.
+            unique: dict[tuple[str, str], dict[str, str]] = {}
+            for error in errors:
+                unique.setdefault((error["source"], error["name"]), error)
+            raise InvalidParameters(list(unique.values()))
 
     async def call(self, plan: Plan) -> Any:
         """Call a plan's function with its resolved arguments; return what it returns.
@@ -295,9 +309,7 @@ class Resolver:
             return provided[parameter.key]
         plan = parameter.dependency
         if plan is None:
-            return self._values[
-                (parameter.kind, parameter.key, parameter.annotation, parameter.many)
-            ]
+            return self._values[parameter.identity]
         if not parameter.reuse:
             return await self.call(plan)
         if plan.func not in self._reused:

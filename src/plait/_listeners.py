@@ -16,6 +16,7 @@ import typing
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Literal, TypeAlias
 
 import anyio
@@ -31,12 +32,16 @@ from .channels._hub import ChannelMessage, encode_message
 __all__ = (
     "InvalidMessagePolicy",
     "ListenerSpec",
+    "OnReceive",
     "StreamSpec",
     "negotiate_subprotocol",
     "serve_composed",
 )
 
 logger = logging.getLogger(__name__)
+
+OnReceive: TypeAlias = Literal["discard", "close", "stream"]
+"""What a route with streams and no listener does with incoming messages."""
 
 InvalidMessagePolicy: TypeAlias = (
     Literal["close", "reply"] | Callable[[WebSocket, MessageDecodeError], Awaitable[None]]
@@ -55,6 +60,24 @@ class ListenerSpec:
     on_invalid: InvalidMessagePolicy
     concurrency: int
 
+    def bind(
+        self, bound: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[[Any], Awaitable[Any]]:
+        """The call for one connection: ``data`` in, the reply out. A plain ``def``
+        listener runs in a worker thread, as Litestar runs it."""
+        func = self.plan.func
+        if self.plan.kind == "coroutine":
+
+            async def call(data: Any) -> Any:
+                return await func(*bound, data=data, **kwargs)
+
+        else:
+
+            async def call(data: Any) -> Any:
+                return await anyio.to_thread.run_sync(partial(func, *bound, data=data, **kwargs))
+
+        return call
+
     @classmethod
     def build(
         cls,
@@ -63,7 +86,7 @@ class ListenerSpec:
         dependencies: Mapping[str, Any],
         namespace: Mapping[str, Any],
         *,
-        mode: str,
+        mode: str | None,
         on_invalid: InvalidMessagePolicy,
         concurrency: int,
         skip: tuple[str, ...] = (),
@@ -71,8 +94,8 @@ class ListenerSpec:
         """Plan a listener function whose ``data`` parameter receives each message.
 
         Raises:
-            InjectionError: It is not async, has no ``data`` parameter, or a parameter
-                cannot be injected.
+            InjectionError: It is a generator function, has no ``data`` parameter, or a
+                parameter cannot be injected.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -85,8 +108,11 @@ class ListenerSpec:
         plan = plan_callable(
             func, path_params, dependencies, namespace=namespace, skip=("data", *skip)
         )
-        if plan.kind != "coroutine":
-            raise InjectionError(f"the listener {func.__qualname__} must be an async function")
+        if plan.kind not in ("coroutine", "function"):
+            raise InjectionError(
+                f"the listener {func.__qualname__} must be a function (async, or plain to run "
+                "in a worker thread), not a generator: a stream is an async generator"
+            )
         return cls(plan, "data", codec, on_invalid, concurrency)
 
 
@@ -107,7 +133,7 @@ class StreamSpec:
         namespace: Mapping[str, Any],
         *,
         name: str | None,
-        mode: str,
+        mode: str | None,
     ) -> StreamSpec:
         """Plan a stream.
 
@@ -138,13 +164,15 @@ async def serve_composed(
     listen_call: Callable[[Any], Awaitable[Any]] | None,
     streams: Sequence[StreamSpec],
     tag_streams: bool,
-    on_receive: Literal["discard", "close"],
+    on_receive: OnReceive,
 ) -> None:
     """Accept, then run the listener and every stream at once until the client leaves.
 
     Without a listener the connection ends (with 1000) once every stream has finished;
-    incoming messages are discarded meanwhile, or close the connection with 1003 when
-    ``on_receive="close"``.
+    incoming messages are discarded meanwhile, close the connection with 1003 when
+    ``on_receive="close"``, or are left to the streams with ``on_receive="stream"``.
+    Where the route reads, a handler's own read is refused with a clear error: the two
+    readers would each miss messages.
     """
     await accept()
     if websocket.application_state is not WebSocketState.CONNECTED:
@@ -155,15 +183,23 @@ async def serve_composed(
     # idle connection its tasks, scopes and sets.
     children = websocket.task_group
     if listener is not None and listen_call is not None:
+        websocket._reader = "its listener takes them: read them as the listener's data"
         for spec in streams:
             children.start_soon(_run_stream, websocket, spec, resolver, tag_streams, None)
         await _listen(websocket, listener, listen_call)
         return
+    if on_receive != "stream":
+        websocket._reader = (
+            f"on_receive={on_receive!r}: give the route on_receive='stream' to read them in "
+            "a stream"
+        )
     with anyio.CancelScope() as incoming:
         remaining = _Remaining(len(streams), incoming)
         for spec in streams:
             children.start_soon(_run_stream, websocket, spec, resolver, tag_streams, remaining)
-        if streams:
+        if streams and on_receive == "stream":
+            await anyio.sleep_forever()  # the streams read; the peer leaving cancels them
+        elif streams:
             await _refuse_incoming(websocket, on_receive)
     # every stream is done (or the client was refused): the connection ends
 
@@ -291,7 +327,7 @@ async def _invalid(
         await policy(websocket, error)
 
 
-async def _refuse_incoming(websocket: WebSocket, policy: Literal["discard", "close"]) -> None:
+async def _refuse_incoming(websocket: WebSocket, policy: OnReceive) -> None:
     while True:
         try:
             await websocket._receive_data()

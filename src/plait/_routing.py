@@ -7,8 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from functools import partial
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 
@@ -23,10 +22,12 @@ from ._injection import (
     Resolver,
     close_shielded,
     plan_callable,
+    request_parameters,
 )
 from ._listeners import (
     InvalidMessagePolicy,
     ListenerSpec,
+    OnReceive,
     StreamSpec,
     negotiate_subprotocol,
     serve_composed,
@@ -47,17 +48,7 @@ __all__ = (
 logger = logging.getLogger(__name__)
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
-
-
-class ListenerHooks(Protocol):
-    """What a class-based listener offers the route (see :class:`plait.Listener`)."""
-
-    async def on_accept(self, socket: WebSocket) -> None: ...
-
-    async def on_disconnect(self, socket: WebSocket) -> None: ...
-
-
-ListenerT = TypeVar("ListenerT", bound=Callable[..., Awaitable[Any]])
+ListenerT = TypeVar("ListenerT", bound=Callable[..., Any])
 StreamT = TypeVar("StreamT", bound=Callable[..., Any])
 
 
@@ -93,14 +84,24 @@ class WebSocketRoute:
             this route speaks; the first one the client offers is chosen.
         tag_streams: Send each stream item as ``{"stream": name, "data": item}``.
         on_receive: For a route with streams and no listener: ``"discard"`` incoming
-            messages, or ``"close"`` the connection (1003) when one arrives.
+            messages, ``"close"`` the connection (1003) when one arrives, or leave them
+            to a ``"stream"`` that takes the ``WebSocket`` and reads it (Litestar's
+            ``listen_for_disconnect=False``; the peer leaving still cancels the
+            streams). Where the route reads, a handler's read raises
+            :class:`WebSocketStateError` rather than race it.
+        on_accept: For listeners and streams: called once the connection is accepted,
+            its parameters injected like a handler's (Litestar's ``on_accept``). Async,
+            or a plain function called in place.
+        on_disconnect: Called once the accepted connection ended, however it ended
+            (also by cancellation: shielded, within ``teardown_timeout``), injected the
+            same way, before the dependencies' teardowns.
         allowed_origins: The browser origins allowed to connect (exact,
             ``"https://*.example.com"``, or :data:`plait.SAME_ORIGIN`); others are
             refused with 403. ``None``: the App's list. See the deployment guide.
 
     Raises:
         RouteConflictError: The template is malformed.
-        ValueError: An allowed origin is not an origin.
+        ValueError: An allowed origin is not an origin, or ``on_receive`` is unknown.
     """
 
     def __init__(
@@ -114,9 +115,15 @@ class WebSocketRoute:
         connection_accept_handler: Callable[..., Awaitable[Any]] | None = None,
         subprotocols: Sequence[str] = (),
         tag_streams: bool = False,
-        on_receive: Literal["discard", "close"] = "discard",
+        on_receive: OnReceive = "discard",
         allowed_origins: Sequence[str] | None = None,
+        on_accept: Callable[..., Any] | None = None,
+        on_disconnect: Callable[..., Any] | None = None,
     ) -> None:
+        if on_receive not in ("discard", "close", "stream"):
+            raise ValueError(
+                f"on_receive must be 'discard', 'close' or 'stream', not {on_receive!r}"
+            )
         self.template = PathTemplate(path)
         self.origin_policy = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self.path = self.template.template
@@ -133,7 +140,14 @@ class WebSocketRoute:
         self._streams: list[StreamSpec] = []
         self._accept_plan: Plan | None = None
         self._accept_handler = connection_accept_handler
-        self._listener_class: type[ListenerHooks] | None = None
+        self._listener_class: type[Any] | None = None
+        # on_accept and on_disconnect: the functions, then their plans once planned.
+        self._hook_funcs = {
+            name: func
+            for name, func in (("on_accept", on_accept), ("on_disconnect", on_disconnect))
+            if func is not None
+        }
+        self._hooks: dict[str, Plan] = {}
         self._request_parameters: list[Parameter] = []
         # Where the route was built; the accept handler is planned when a listener or a
         # stream is added, with the names visible there too (decorators build routes).
@@ -156,6 +170,11 @@ class WebSocketRoute:
     ) -> None:
         if self.handler is not None or self._listener is not None or self._streams:
             raise RouteConflictError(f"the route {self.path!r} already has a handler")
+        if self._hook_funcs:
+            raise RouteConflictError(
+                f"the route {self.path!r}: on_accept and on_disconnect are for listeners and "
+                "streams; a low-level handler accepts and ends the connection itself"
+            )
         plan = self._plan_for(handler, namespace)
         if plan.kind != "coroutine":
             raise InjectionError(f"the WebSocket handler {handler!r} must be an async function")
@@ -171,7 +190,7 @@ class WebSocketRoute:
         func: None = None,
         /,
         *,
-        mode: Literal["text", "binary"] = "text",
+        mode: Literal["text", "binary"] | None = None,
         on_invalid: InvalidMessagePolicy = "close",
         concurrency: int = 1,
     ) -> Callable[[ListenerT], ListenerT]: ...
@@ -181,7 +200,7 @@ class WebSocketRoute:
         func: ListenerT | None = None,
         /,
         *,
-        mode: Literal["text", "binary"] = "text",
+        mode: Literal["text", "binary"] | None = None,
         on_invalid: InvalidMessagePolicy = "close",
         concurrency: int = 1,
     ) -> ListenerT | Callable[[ListenerT], ListenerT]:
@@ -191,11 +210,15 @@ class WebSocketRoute:
         ``data`` parameter receives each message decoded to its annotation (``str``,
         ``bytes``, ``dict``, a msgspec ``Struct`` or tagged union of them, a dataclass, a
         ``TypedDict``); other parameters are injected. A returned ``str`` goes out as
-        text, ``bytes`` as binary, ``None`` as nothing, anything else as JSON.
+        text, ``bytes`` as binary, ``None`` as nothing, anything else as JSON text.
+        An async function runs in the connection's task; a plain ``def`` runs in a
+        worker thread (``anyio.to_thread``), as Litestar runs it.
 
         Args:
-            func: The async function (when used without arguments).
-            mode: The frames JSON replies go out in.
+            func: The function (when used without arguments).
+            mode: ``"text"`` or ``"binary"`` sends every reply in that kind of frame
+                (bytes decoded as UTF-8 for text, text encoded for binary), as
+                Litestar's ``mode`` does; ``None`` (default) goes by the reply's type.
             on_invalid: What to do with a message that does not decode.
             concurrency: Messages handled at once; above 1, replies may come out of order.
 
@@ -212,15 +235,21 @@ class WebSocketRoute:
 
     def _add_listener(
         self,
-        func: Callable[..., Awaitable[Any]],
+        func: Callable[..., Any],
         namespace: Mapping[str, Any],
-        mode: str,
+        mode: str | None,
         on_invalid: InvalidMessagePolicy,
         concurrency: int,
-        listener_class: type[ListenerHooks] | None = None,
+        listener_class: type[Any] | None = None,
+        hooks: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         if self.handler is not None or self._listener is not None:
             raise RouteConflictError(f"the route {self.path!r} already has a handler or a listener")
+        if self.on_receive == "stream":
+            raise RouteConflictError(
+                f"the route {self.path!r} has on_receive='stream' (its streams read the "
+                "messages), so it cannot have a listener too: the two would split them"
+            )
         self._listener = ListenerSpec.build(
             func,
             self.template.param_names,
@@ -232,6 +261,7 @@ class WebSocketRoute:
             skip=("self",) if listener_class is not None else (),
         )
         self._listener_class = listener_class
+        self._hook_funcs.update(hooks or {})
         self._refresh(namespace)
 
     @overload
@@ -244,7 +274,7 @@ class WebSocketRoute:
         /,
         *,
         name: str | None = None,
-        mode: Literal["text", "binary"] = "text",
+        mode: Literal["text", "binary"] | None = None,
     ) -> Callable[[StreamT], StreamT]: ...
 
     def stream(
@@ -253,7 +283,7 @@ class WebSocketRoute:
         /,
         *,
         name: str | None = None,
-        mode: Literal["text", "binary"] = "text",
+        mode: Literal["text", "binary"] | None = None,
     ) -> StreamT | Callable[[StreamT], StreamT]:
         """Register a stream: an async generator whose items are pushed to the client.
 
@@ -263,7 +293,8 @@ class WebSocketRoute:
         Args:
             func: The async generator function (when used without arguments).
             name: The stream's name in tagged items; the function's name by default.
-            mode: The frames JSON items go out in.
+            mode: ``"text"`` or ``"binary"`` sends every item in that kind of frame;
+                ``None`` (default) goes by the item's type, as for a listener.
 
         Raises:
             RouteConflictError: The route has a low-level handler.
@@ -281,7 +312,7 @@ class WebSocketRoute:
         func: Callable[..., Any],
         namespace: Mapping[str, Any],
         name: str | None,
-        mode: str,
+        mode: str | None,
     ) -> None:
         if self.handler is not None:
             raise RouteConflictError(f"the route {self.path!r} has a low-level handler")
@@ -293,25 +324,28 @@ class WebSocketRoute:
         self._streams.append(spec)
         self._refresh(namespace)
 
-    def _plan_for(self, func: Callable[..., Any], namespace: Mapping[str, Any]) -> Plan:
+    def _plan_for(
+        self, func: Callable[..., Any], namespace: Mapping[str, Any], skip: tuple[str, ...] = ()
+    ) -> Plan:
         return plan_callable(
-            func, self.template.param_names, self.dependencies, namespace=namespace
+            func, self.template.param_names, self.dependencies, namespace=namespace, skip=skip
         )
 
     def _refresh(self, namespace: Mapping[str, Any]) -> None:
+        namespace = {**self._namespace, **namespace}
         if self._accept_handler is not None and self._accept_plan is None:
-            self._accept_plan = self._plan_for(
-                self._accept_handler, {**self._namespace, **namespace}
-            )
+            self._accept_plan = self._plan_for(self._accept_handler, namespace)
+        for name, func in self._hook_funcs.items():
+            if name not in self._hooks:
+                skip = ("self",) if self._listener_class is not None else ()
+                plan = self._plan_for(func, namespace, skip)
+                if plan.kind not in ("coroutine", "function"):
+                    raise InjectionError(f"{name} ({plan.func!r}) must be a function, async or not")
+                self._hooks[name] = plan
         plans = [self._plan, self._accept_plan, *(s.plan for s in self._streams)]
         if self._listener is not None:
             plans.append(self._listener.plan)
-        merged: dict[int, Parameter] = {}
-        for plan in plans:
-            if plan is not None:
-                for parameter in plan.request_parameters():
-                    merged.setdefault(id(parameter), parameter)
-        self._request_parameters = list(merged.values())
+        self._request_parameters = request_parameters([*plans, *self._hooks.values()])
 
     # -- serving ----------------------------------------------------------------------
 
@@ -352,18 +386,31 @@ class WebSocketRoute:
         if self._plan is not None:
             await resolver.call(self._plan)
             return
-        # A class-based listener gets one instance per connection.
-        instance = self._listener_class() if self._listener_class is not None else None
+        # A class-based listener gets one instance per connection, passed as `self`.
+        bound = (self._listener_class(),) if self._listener_class is not None else ()
         listen_call = None
         if self._listener is not None:
-            kwargs = await resolver.arguments(self._listener.plan)
-            bound = () if instance is None else (instance,)
-            listen_call = partial(self._listener.plan.func, *bound, **kwargs)
+            listen_call = self._listener.bind(bound, await resolver.arguments(self._listener.plan))
+        hooks = self._hooks
+        accepted = False
+
+        async def accept() -> None:
+            nonlocal accepted
+            if self._accept_plan is not None:
+                await resolver.call(self._accept_plan)
+            else:
+                subprotocol = negotiate_subprotocol(websocket.subprotocols, self.subprotocols)
+                await websocket.accept(subprotocol=subprotocol)
+            if websocket.application_state is WebSocketState.CONNECTED:
+                accepted = True  # on_disconnect runs from here on, even if on_accept fails
+                if "on_accept" in hooks:
+                    await _call_hook(resolver, hooks["on_accept"], bound)
+
         try:
             await serve_composed(
                 websocket,
                 resolver,
-                accept=partial(self._accept, websocket, resolver, instance),
+                accept=accept,
                 listener=self._listener,
                 listen_call=listen_call,
                 streams=self._streams,
@@ -371,20 +418,9 @@ class WebSocketRoute:
                 on_receive=self.on_receive,
             )
         finally:
-            if instance is not None and websocket.client_state is not WebSocketState.CONNECTING:
+            if accepted and "on_disconnect" in hooks:
                 with anyio.move_on_after(self.teardown_timeout, shield=True):
-                    await instance.on_disconnect(websocket)
-
-    async def _accept(
-        self, websocket: WebSocket, resolver: Resolver, instance: ListenerHooks | None
-    ) -> None:
-        if self._accept_plan is not None:
-            await resolver.call(self._accept_plan)
-        else:
-            subprotocol = negotiate_subprotocol(websocket.subprotocols, self.subprotocols)
-            await websocket.accept(subprotocol=subprotocol)
-        if instance is not None and websocket.application_state is WebSocketState.CONNECTED:
-            await instance.on_accept(websocket)
+                    await _call_hook(resolver, hooks["on_disconnect"], bound)
 
     def connection_options(self, base: ConnectionOptions) -> ConnectionOptions:
         """The engine options for this route's connections: the App's, with the route's
@@ -399,6 +435,14 @@ class WebSocketRoute:
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", None)
         return f"WebSocketRoute({self.path!r}, handler={name})"
+
+
+async def _call_hook(resolver: Resolver, plan: Plan, bound: tuple[Any, ...]) -> None:
+    """Call on_accept or on_disconnect with its injected arguments (``self`` first for a
+    class-based listener); a plain function is called in place."""
+    result = plan.func(*bound, **await resolver.arguments(plan))
+    if plan.kind == "coroutine":
+        await result
 
 
 def _find_deny(exc: BaseException) -> Deny | None:
@@ -462,7 +506,7 @@ def websocket(
 def listener(
     path: str,
     *,
-    mode: Literal["text", "binary"] = "text",
+    mode: Literal["text", "binary"] | None = None,
     on_invalid: InvalidMessagePolicy = "close",
     concurrency: int = 1,
     **route_options: Any,
@@ -487,7 +531,7 @@ def stream(
     path: str,
     *,
     name: str | None = None,
-    mode: Literal["text", "binary"] = "text",
+    mode: Literal["text", "binary"] | None = None,
     **route_options: Any,
 ) -> Callable[[Callable[..., Any]], WebSocketRoute]:
     """Make a stream route in one line: ``@plait.stream("/time")``.

@@ -78,7 +78,7 @@ class WebSocket(Mapping[str, Any]):
         send: The ASGI send callable.
     """
 
-    __slots__ = ("__dict__", "_engine", "_scope", "_state")
+    __slots__ = ("__dict__", "_engine", "_reader", "_scope", "_state")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._start(scope, DirectEngine(receive, send))
@@ -96,6 +96,9 @@ class WebSocket(Mapping[str, Any]):
         self._scope = scope
         self._state = ConnectionState()
         self._engine: Engine = engine
+        # Why the handler may not receive: a route's listener or its discarding reader
+        # takes every message (see _check_reader); None lets the handler read.
+        self._reader: str | None = None
 
     # -- the handshake ----------------------------------------------------------------
 
@@ -206,12 +209,25 @@ class WebSocket(Mapping[str, Any]):
         Raises:
             WebSocketDisconnect: The peer was already gone.
             WebSocketStateError: Called before ``accept()`` once the handshake message
-                was read.
+                was read, or where the route reads every message itself.
         """
+        if self._reader is not None:
+            self._check_reader()
+        return await self._receive_raw()
+
+    async def _receive_raw(self) -> Message:
         self._state.check_receive(raw=True)
         message = await self._engine.receive()
         self._record_received(message)
         return message
+
+    def _check_reader(self) -> None:
+        """Refuse a handler's read that would race the route's own reader: one of the two
+        would miss messages without a word."""
+        raise WebSocketStateError(
+            f"the route {self.url.path!r} reads every incoming message itself "
+            f"({self._reader}), so this handler cannot receive them"
+        )
 
     def _record_received(self, message: Message) -> None:
         message_type = message["type"]
@@ -270,7 +286,7 @@ class WebSocket(Mapping[str, Any]):
         await self.send(message)
 
     async def _await_connect(self) -> None:
-        message = await self.receive()
+        message = await self._receive_raw()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(self._state.close_code or 1006, self._state.close_reason)
 
@@ -385,7 +401,7 @@ class WebSocket(Mapping[str, Any]):
                 self._record_received(message)
         else:
             state.check_receive(raw=False)
-            message = await self.receive()
+            message = await self._receive_raw()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(state.close_code or 1005, state.close_reason)
         return message
@@ -396,8 +412,11 @@ class WebSocket(Mapping[str, Any]):
         Raises:
             WebSocketDisconnect: The peer disconnected (also while waiting).
             MessageTypeError: A binary message came instead.
-            WebSocketStateError: Called before ``accept()``.
+            WebSocketStateError: Called before ``accept()``, or where the route reads
+                every message itself.
         """
+        if self._reader is not None:
+            self._check_reader()
         return _text_of(await self._receive_data())
 
     async def receive_bytes(self) -> bytes:
@@ -406,8 +425,11 @@ class WebSocket(Mapping[str, Any]):
         Raises:
             WebSocketDisconnect: The peer disconnected (also while waiting).
             MessageTypeError: A text message came instead.
-            WebSocketStateError: Called before ``accept()``.
+            WebSocketStateError: Called before ``accept()``, or where the route reads
+                every message itself.
         """
+        if self._reader is not None:
+            self._check_reader()
         return _bytes_of(await self._receive_data())
 
     async def receive_json(self, mode: Literal["text", "binary"] = "text") -> Any:
@@ -429,6 +451,8 @@ class WebSocket(Mapping[str, Any]):
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the peer disconnects."""
+        if self._reader is not None:
+            self._check_reader()
         return _TextMessages(self)
 
     def iter_bytes(self) -> AsyncIterator[bytes]:

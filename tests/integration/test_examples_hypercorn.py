@@ -28,7 +28,7 @@ from websockets.sync.client import ClientConnection, connect
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ("echo", "listener", "clock", "raw_asgi", "dashboard", "chat", "rooms")
+EXAMPLES = ("echo", "listener", "clock", "raw_asgi", "dashboard", "chat", "rooms", "lobby")
 WORKERS = ("asyncio", "trio")
 TIMEOUT = 10.0
 
@@ -247,3 +247,23 @@ def test_rooms_refuses_without_token_and_echoes_with_it(url: Url) -> None:
         }
         ws.send("hi")
         assert ws.recv(timeout=TIMEOUT) == "[lobby] ada: hi"
+
+
+def test_lobby_hooks_and_a_stream_that_reads(url: Url) -> None:
+    """Litestar's ``on_accept``/``on_disconnect`` hooks and ``listen_for_disconnect=False``
+    stream, as the example shows them, under each worker."""
+    with open_client(url("lobby", "/lobby?name=ada")) as ada:
+        assert receive_json(ada) == {"members": ["ada"]}
+        with open_client(url("lobby", "/lobby?name=bob")) as bob:
+            assert receive_json(bob) == {"members": ["ada", "bob"]}
+        ada.send("hi")
+        reply = receive_json(ada)
+        deadline = time.monotonic() + TIMEOUT
+        while reply["members"] != ["ada"] and time.monotonic() < deadline:
+            ada.send("hi")  # bob's on_disconnect runs once his close is handled
+            reply = receive_json(ada)
+        assert reply == {"from": "ada", "text": "hi", "members": ["ada"]}
+    with open_client(url("lobby", "/shout")) as ws:
+        ws.send("quiet")
+        ws.send("please")
+        assert [ws.recv(timeout=TIMEOUT), ws.recv(timeout=TIMEOUT)] == ["QUIET", "PLEASE"]

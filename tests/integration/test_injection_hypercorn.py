@@ -111,7 +111,7 @@ def test_bad_parameters_get_a_400_naming_them(server: HypercornServer) -> None:
     assert json.loads(response.body) == {
         "detail": "invalid parameters",
         "errors": [
-            {"source": "query", "name": "limit", "message": "Expected `int`, got `str`"},
+            {"source": "query", "name": "limit", "message": 'expected an integer, got "lots"'},
             {"source": "query", "name": "tags", "message": "missing"},
         ],
     }
