@@ -1,0 +1,1 @@
+// plait.js: placeholder until the browser client lands
