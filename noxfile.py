@@ -1,6 +1,10 @@
-"""Developer tasks: ``nox -s tests lint typecheck docs`` is what CI runs; ``nox -s bench``
-measures plait against raw ASGI and its peers; ``nox -s soak`` churns, floods and restarts
-Redis under real hypercorn (neither is part of CI)."""
+"""Developer tasks. CI (``.ci/run``) runs ``nox -s tests lint typecheck docs``: the tests
+once on each supported Python (sessions ``tests-3.11``, ``tests-3.12`` and
+``tests-3.13``), lint, typecheck and docs on 3.11. A Python that nox cannot find fails
+its session rather than skipping it; with pyenv, ``.ci/run`` makes all three visible.
+``nox -s demo`` serves the chat example on the Python that runs nox. ``nox -s bench``
+measures plait against raw ASGI and its peers; ``nox -s soak`` churns, floods and
+restarts Redis under real hypercorn (neither is part of CI)."""
 
 from __future__ import annotations
 
@@ -8,11 +12,15 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = True  # a Python not found fails, never skips
 
 PYTHON = "3.11"
+"""The Python of the sessions that run once."""
+PYTHONS = ["3.11", "3.12", "3.13"]
+"""Every supported Python: the tests run on each (pyproject.toml's classifiers)."""
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole suite, every async test on asyncio and on trio, real hypercorn too."""
     session.install("-e", ".[test]")
@@ -72,7 +80,7 @@ def soak(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session  # on the Python that runs nox: the quickstart asks only for 3.11 or later
 def demo(session: nox.Session) -> None:
     """The chat example on hypercorn's trio worker, with its page at http://127.0.0.1:8000/."""
     session.install("-e", ".", "hypercorn>=0.17", "trio>=0.27")

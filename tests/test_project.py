@@ -8,6 +8,7 @@ import importlib
 import inspect
 import itertools
 import re
+import tomllib
 import types
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,24 @@ def test_the_readme_demo_command_runs_the_demo_session() -> None:
     assert match, "the README marks its demo command with <!-- demo-command -->"
     assert match.group(1).strip().endswith("nox -s demo")
     assert "def demo(" in (ROOT / "noxfile.py").read_text()
+
+
+def test_the_tests_run_on_every_python_the_classifiers_name() -> None:
+    noxfile = ast.parse((ROOT / "noxfile.py").read_text())
+    (nox_pythons,) = [
+        ast.literal_eval(node.value)
+        for node in noxfile.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "PYTHONS"
+    ]
+    assert "@nox.session(python=PYTHONS)\ndef tests(" in ast.unparse(noxfile)
+    ci = re.search(r'^PYTHONS="(.+)"$', (ROOT / ".ci" / "run").read_text(), re.MULTILINE)
+    assert ci, ".ci/run names the Pythons it makes visible in PYTHONS"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    prefix = "Programming Language :: Python :: 3."
+    classified = [c.removeprefix("Programming Language :: Python :: ") for c in
+                  project["classifiers"] if c.startswith(prefix)]  # fmt: skip
+    assert nox_pythons == ci.group(1).split() == classified
+    assert project["requires-python"] == f">={nox_pythons[0]}"
 
 
 def docstring_section(doc: str | None, title: str) -> list[str]:
