@@ -82,10 +82,18 @@ def soak(session: nox.Session) -> None:
 
 @nox.session  # on the Python that runs nox: the quickstart asks only for 3.11 or later
 def demo(session: nox.Session) -> None:
-    """The chat example on hypercorn's trio worker, with its page at http://127.0.0.1:8000/."""
+    """The chat example on hypercorn's trio worker, with its page at http://127.0.0.1:8000/.
+
+    Its log config (``examples/chat/logging.toml``) shows plait's INFO lines and the app's
+    beside hypercorn's: hypercorn configures no logging for the application.
+    """
     session.install("-e", ".", "hypercorn>=0.17", "trio>=0.27")
     session.log("chat demo: point a browser at http://127.0.0.1:8000/ (Ctrl+C stops it)")
-    session.run("hypercorn", "-k", "trio", "-b", "127.0.0.1:8000", "examples.chat:app")
+    log_config = "toml:examples/chat/logging.toml"
+    session.run(
+        "hypercorn", "-k", "trio", "--log-config", log_config, "-b", "127.0.0.1:8000",
+        "examples.chat:app",
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON)
