@@ -12,7 +12,8 @@ Redis.
 
 The same app serves a browser page for the chat at ``http://127.0.0.1:8000/``: plain HTML
 and JavaScript from ``static/``, answered by a few lines of ASGI passed to the App as its
-HTTP ``fallback``.
+HTTP ``fallback``, and plait's browser client at ``/plait.js`` (``client_path``), which
+reconnects and resumes with ``since``.
 """
 
 from __future__ import annotations
@@ -119,4 +120,5 @@ app = plait.App(
     hub=Hub(make_backend()),
     fallback=static_files,
     allowed_origins=[plait.SAME_ORIGIN],
+    client_path="/plait.js",
 )

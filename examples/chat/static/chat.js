@@ -1,11 +1,7 @@
-// The chat page: one WebSocket to /chat/<room>?name=<name> on the host that served it.
-// Every event arrives as {"channel", "id", "data"}; the page keeps the last id it saw and,
-// after a drop, reconnects with &since=<that id> so the server replays what was missed
-// before going live again.
-"use strict";
-
-// Waits between reconnection attempts, then the last one again and again.
-const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000];
+// The chat page. plait.js (served by the App at /plait.js) keeps one WebSocket to
+// /chat/<room>?name=<name> open: after a drop it reconnects with backoff and resumes with
+// &since=<the last id seen>, so the list shows every message once, with no gap.
+import { Client } from "/plait.js";
 
 const element = (id) => document.getElementById(id);
 const joinForm = element("join");
@@ -19,32 +15,30 @@ const sayForm = element("say");
 const textInput = element("text");
 const sendButton = element("send");
 
-let session = null; // {room, name, lastId, attempts, socket, timer} while joined
+let client = null; // the room's connection, while joined
 
-function socketUrl(room, name, since) {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = new URLSearchParams({ name });
-  if (since !== null) {
-    query.set("since", since);
-  }
-  return `${scheme}//${location.host}/chat/${encodeURIComponent(room)}?${query}`;
-}
-
-// One of "idle", "connecting", "connected", "reconnecting"; tests wait on data-state.
-function setState(state, text) {
+// "idle" (not joined), or plait.js's "connecting", "open", "closed"; tests wait on it.
+function setState(state, text, sendable) {
   status.dataset.state = state;
   status.textContent = text;
-  const connected = state === "connected";
-  textInput.disabled = !connected;
-  sendButton.disabled = !connected;
+  textInput.disabled = !sendable;
+  sendButton.disabled = !sendable;
   roomInput.disabled = nameInput.disabled = state !== "idle";
   joinButton.hidden = state !== "idle";
   leaveButton.hidden = state === "idle";
-  if (connected) {
+  if (state === "open") {
     textInput.focus();
   }
 }
 
+function notice(text) {
+  const item = document.createElement("li");
+  item.className = "notice";
+  item.textContent = text;
+  messages.append(item);
+}
+
+// One room event: {"channel": room, "id": ..., "data": {"type", "user", "text"}}.
 function show(event) {
   const { type, user, text } = event.data;
   const item = document.createElement("li");
@@ -68,61 +62,31 @@ function show(event) {
   }
 }
 
-function notice(text) {
-  const item = document.createElement("li");
-  item.className = "notice";
-  item.textContent = text;
-  messages.append(item);
-}
-
-function connect(current) {
-  const socket = new WebSocket(socketUrl(current.room, current.name, current.lastId));
-  current.socket = socket;
-  if (current.attempts === 0) {
-    setState("connecting", `Connecting to ${current.room}…`);
-  } else {
-    setState("reconnecting", `Reconnecting to ${current.room}…`);
-  }
-  socket.addEventListener("open", () => {
-    current.attempts = 0;
-    setState("connected", `Connected to ${current.room} as ${current.name}`);
-  });
-  socket.addEventListener("message", (message) => {
-    let event;
-    try {
-      event = JSON.parse(message.data);
-    } catch {
-      return; // not an event of ours
+function join(room, name) {
+  const query = new URLSearchParams({ name });
+  client = new Client(`/chat/${encodeURIComponent(room)}?${query}`);
+  client.onMessage(show);
+  client.onRecovery(() => notice("Some messages were missed while you were away."));
+  client.onState(({ state, code, reason, retryIn }) => {
+    const why = reason ? `${code} ${reason}` : `${code}`;
+    if (state === "connecting") {
+      setState(state, `Connecting to ${room}…`, true);
+    } else if (state === "open") {
+      setState(state, `Connected to ${room} as ${name}`, true);
+    } else if (retryIn !== null) {
+      const seconds = (retryIn / 1000).toFixed(1);
+      setState(state, `Disconnected (${why}); reconnecting in ${seconds} s…`, true);
+    } else {
+      setState(state, `Closed (${why})`, false);
     }
-    if (event.recovered === false) {
-      notice("Some messages were missed while you were away.");
-      return; // a resume with a gap: what follows is not all that was said
-    }
-    current.lastId = event.id;
-    show(event);
   });
-  socket.addEventListener("close", (closed) => {
-    if (session !== current || current.socket !== socket) {
-      return; // left the room, or an old socket
-    }
-    const delay = RETRY_DELAYS_MS[Math.min(current.attempts, RETRY_DELAYS_MS.length - 1)];
-    current.attempts += 1;
-    // Some jitter, so that clients dropped together do not all come back at once.
-    const wait = Math.round(delay * (0.75 + Math.random() / 2));
-    const seconds = (wait / 1000).toFixed(1);
-    setState("reconnecting", `Disconnected (${closed.code}); reconnecting in ${seconds} s…`);
-    current.timer = setTimeout(() => connect(current), wait);
-  });
+  client.connect();
 }
 
 function leave() {
-  const current = session;
-  session = null;
-  if (current !== null) {
-    clearTimeout(current.timer);
-    current.socket?.close(1000);
-  }
-  setState("idle", "Not connected");
+  client?.disconnect();
+  client = null;
+  setState("idle", "Not connected", false);
 }
 
 joinForm.addEventListener("submit", (submitted) => {
@@ -131,11 +95,9 @@ joinForm.addEventListener("submit", (submitted) => {
   messages.replaceChildren();
   const room = roomInput.value.trim();
   const name = nameInput.value.trim();
-  if (!room || !name) {
-    return;
+  if (room && name) {
+    join(room, name);
   }
-  session = { room, name, lastId: null, attempts: 0, socket: null, timer: null };
-  connect(session);
 });
 
 leaveButton.addEventListener("click", leave);
@@ -143,12 +105,15 @@ leaveButton.addEventListener("click", leave);
 sayForm.addEventListener("submit", (submitted) => {
   submitted.preventDefault();
   const text = textInput.value.trim();
-  const socket = session?.socket;
-  if (!text || socket?.readyState !== WebSocket.OPEN) {
+  if (!text || client === null) {
     return;
   }
-  socket.send(JSON.stringify({ text }));
-  textInput.value = "";
+  try {
+    client.send({ text }); // while reconnecting: queued, sent once the room is back
+    textInput.value = "";
+  } catch (error) {
+    notice(error.message); // closed for good, or too much waiting already
+  }
 });
 
 // ?room=...&name=... fill the form in, so that a link can name the room.
