@@ -4,12 +4,16 @@
 with its stream's name. ``/by-hand`` does the same with a low-level handler and an
 anyio task group, to show what the route does for you: everything runs in the
 connection's task group, so when the client leaves, every part is cancelled.
+
+``http://127.0.0.1:8000/`` is a page that shows both feeds, each in its own list, with
+plait's browser client (served at ``/plait.js``): ``dashboard_static/``.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -17,6 +21,7 @@ import msgspec
 
 import plait
 from plait import WebSocket
+from plait.types import Receive, Scope, Send
 
 
 class Command(msgspec.Struct):
@@ -88,4 +93,28 @@ async def by_hand(ws: WebSocket) -> None:
         tg.cancel_scope.cancel()  # the client left: stop the streams
 
 
-app = plait.App(routes=[dashboard, by_hand])
+PAGE = Path(__file__).parent / "dashboard_static"
+FILES = {"/": ("index.html", b"text/html"), "/dashboard.js": ("dashboard.js", b"text/javascript")}
+
+
+async def page(scope: Scope, receive: Receive, send: Send) -> None:
+    """HTTP for the page: ``/`` and its script; 404 for anything else."""
+    if scope["type"] != "http":
+        return  # no lifespan to run: returning at once says so
+    found = FILES.get(scope["path"])
+    if found is None:
+        status, media_type, body = 404, b"text/plain", b"Not Found"
+    elif scope["method"] not in ("GET", "HEAD"):
+        status, media_type, body = 405, b"text/plain", b"Method Not Allowed"
+    else:
+        status, media_type = 200, found[1]
+        body = await anyio.Path(PAGE / found[0]).read_bytes()
+    headers = [
+        (b"content-type", media_type + b"; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+app = plait.App(routes=[dashboard, by_hand], fallback=page, client_path="/plait.js")
