@@ -8,6 +8,8 @@ restarts Redis under real hypercorn (neither is part of CI)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -20,10 +22,20 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 """Every supported Python: the tests run on each (pyproject.toml's classifiers)."""
 
 
+NPM_TESTS = "tests/asyncapi"
+"""Where the AsyncAPI tests' npm packages are pinned (package.json, package-lock.json)."""
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole suite, every async test on asyncio and on trio, real hypercorn too."""
+    """The whole suite, every async test on asyncio and on trio, real hypercorn too.
+
+    The AsyncAPI tests need node and the npm packages pinned in tests/asyncapi: the
+    first session installs them with ``npm ci``, the others find them there.
+    """
     session.install("-e", ".[test]")
+    if not Path(NPM_TESTS, "node_modules", ".package-lock.json").is_file():
+        session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", NPM_TESTS, external=True)
     session.run("pytest", "-n", "2", *session.posargs)
 
 

@@ -6,6 +6,7 @@ import anyio
 import pytest
 from examples.rooms import app
 
+from _support import closed
 from plait.testing import AsyncTestClient, AsyncWebSocketTestSession, WebSocketDenied
 
 pytestmark = pytest.mark.anyio
@@ -106,7 +107,8 @@ async def test_serve_connection_example_echoes() -> None:
 
 
 async def test_lobby_example_hooks_and_a_reading_stream() -> None:
-    from examples.lobby import app as lobby_app, members
+    from examples.lobby import app as lobby_app
+    from examples.lobby import members
 
     async with AsyncTestClient(lobby_app) as client:
         async with client.websocket_connect("/lobby?name=ada") as ada:
@@ -120,3 +122,19 @@ async def test_lobby_example_hooks_and_a_reading_stream() -> None:
             await ws.send_text("quiet")
             assert await ws.receive_text() == "QUIET"
     assert not members  # on_disconnect ran for every connection
+
+
+async def test_documented_example_watches_and_unwatches() -> None:
+    from examples.documented import app as markets_app
+
+    async with (
+        AsyncTestClient(markets_app) as client,
+        client.websocket_connect("/markets/nyse?interval=0.1") as ws,
+    ):
+        await ws.send_json({"type": "watch", "symbol": "ACME"})
+        assert await ws.receive_json() == {"symbols": ["ACME"]}  # replies are not tagged
+        quote = await ws.receive_json()
+        assert quote["stream"] == "prices"
+        assert quote["data"]["symbol"] == "ACME"
+        await ws.send_json({"type": "watch", "symbol": "not a symbol"})
+        assert (await closed(ws)).code == 1007  # the pattern in the Struct is enforced

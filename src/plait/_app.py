@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import signal
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from typing import Any, Final
 
 import anyio
 
+from ._asyncapi import COMPONENT_CSS_URL, COMPONENT_URL, build_document, docs_page
 from ._class_listener import Listener
+from ._codec import encode_json
 from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
+from ._documents import Document, client_script
 from ._lifespan import fallback_lifespan
 from ._options import StallPolicy
 from ._origins import OriginPolicy
@@ -39,9 +44,22 @@ class App:
     path is refused with 404 (or a close before accept where the server has no denial
     responses). HTTP requests go to ``fallback`` (any ASGI app: Starlette, FastAPI,
     Litestar), or get a plain 404. The lifespan runs ``lifespan(app)`` and the fallback's
-    own lifespan. On shutdown, open connections are closed with 1001 (going away), their
-    handlers cancelled and their dependencies torn down; after ``shutdown_grace`` seconds
-    what is left is cancelled.
+    own lifespan.
+
+    Shutting down: :meth:`close_connections` closes every open connection with 1001
+    (going away) at once, cancels the handlers so that their ``finally`` blocks and
+    dependency teardowns run, and cancels what is left after ``shutdown_grace`` seconds.
+    Who calls it depends on how the app is run:
+
+    - served with hypercorn's ``serve()`` and ``shutdown_trigger=app.shutdown_trigger``
+      (:meth:`shutdown_trigger`): on SIGTERM or SIGINT, before hypercorn stops;
+    - under the ``hypercorn`` command: nobody in time. hypercorn tells the app nothing
+      when its shutdown starts; it waits ``--graceful-timeout`` seconds, then cancels the
+      connections (plait closes them with 1001 and runs the teardowns), and only then
+      runs the lifespan shutdown, with no connection left. ``shutdown_grace`` plays no
+      part there; see the deployment guide;
+    - at the lifespan shutdown, for a server that sends it while connections are still
+      open.
 
     An App also works mounted inside Starlette, FastAPI or Litestar: it routes on the
     path below the mount point (the scope's ``root_path``). A path that matches no route
@@ -54,7 +72,8 @@ class App:
             and left at shutdown; a mapping it yields is added to the lifespan state.
         hub: A :class:`plait.Hub`, started and stopped with the lifespan; a handler
             parameter annotated ``Hub`` gets it.
-        shutdown_grace: Seconds to wait for handlers to finish at shutdown.
+        shutdown_grace: Seconds :meth:`close_connections` waits, after the 1001, for the
+            handlers and their teardowns to end before it cancels what is left.
         max_message_size: Largest incoming message (see :func:`serve_connection`).
         send_timeout: Seconds a message may take to leave before the client is deemed
             too slow (see :func:`serve_connection`).
@@ -67,6 +86,21 @@ class App:
             origins, ``"https://*.example.com"``, :data:`plait.SAME_ORIGIN`); a handshake
             from another is refused with 403. ``None`` (default): no check. A route's
             own list replaces it. See the deployment guide's security section.
+        client_path: Serve the browser client ``plait.js`` over HTTP at this path
+            (``"/plait.js"``); ``None`` (default): not served.
+        title: The AsyncAPI document's ``info.title``.
+        version: Its ``info.version`` (the application's version).
+        description: Its ``info.description``.
+        servers: Where the application runs, for the document: ``wss://`` or ``ws://``
+            URLs, or a mapping of server names to them.
+        asyncapi_path: Serve :meth:`asyncapi` as JSON over HTTP at this path
+            (``"/asyncapi.json"``), as FastAPI serves ``/openapi.json``; ``None``
+            (default): not served.
+        asyncapi_docs_path: Serve a page that renders the document with AsyncAPI's
+            React component at this path (``"/asyncapi"``); needs ``asyncapi_path``.
+        asyncapi_js_url: Where that page loads the component's standalone bundle (a CDN
+            by default; serve your own copy where pages may not reach one).
+        asyncapi_css_url: Where that page loads the component's styles.
 
     Raises:
         RouteConflictError: Two routes have the same path template.
@@ -86,8 +120,39 @@ class App:
         stall_timeout: float | None = 10.0,
         on_stall: StallPolicy = "close",
         allowed_origins: Sequence[str] | None = None,
+        client_path: str | None = None,
+        title: str = "plait",
+        version: str = "0.1.0",
+        description: str | None = None,
+        servers: Mapping[str, str] | Sequence[str] = (),
+        asyncapi_path: str | None = None,
+        asyncapi_docs_path: str | None = None,
+        asyncapi_js_url: str = COMPONENT_URL,
+        asyncapi_css_url: str = COMPONENT_CSS_URL,
     ) -> None:
         self.routes: list[WebSocketRoute] = []
+        self.title, self.version, self.description = title, version, description
+        self.servers = servers
+        # What is served over HTTP beside the fallback, by path.
+        self._documents: dict[str, Document] = {}
+        if client_path is not None:
+            self._documents[client_path] = Document(client_script, "text/javascript")
+        if asyncapi_path is not None:
+            self._documents[asyncapi_path] = Document(
+                lambda: encode_json(self.asyncapi()), "application/json"
+            )
+        if asyncapi_docs_path is not None:
+            if asyncapi_path is None:
+                raise ValueError("asyncapi_docs_path needs asyncapi_path: the page loads it")
+            page = partial(
+                docs_page,
+                title,
+                asyncapi_path,
+                asyncapi_docs_path,
+                asyncapi_js_url,
+                asyncapi_css_url,
+            )
+            self._documents[asyncapi_docs_path] = Document(page, "text/html; charset=utf-8")
         self.fallback = fallback
         self.lifespan = lifespan
         self.hub = hub
@@ -103,6 +168,8 @@ class App:
         self._origins = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self._connections: set[Connection] = set()
         self._all_closed: anyio.Event | None = None
+        self._closing = False  # from close_connections() to the next lifespan startup
+        self._grace: anyio.CancelScope | None = None
         self.include_routes(*routes)
 
     def include_routes(self, *routes: WebSocketRoute | type[Listener]) -> None:
@@ -123,6 +190,28 @@ class App:
                         f"the routes {existing.path!r} and {route.path!r} match the same paths"
                     )
             self.routes.append(route)
+        for document in self._documents.values():
+            document.reset()  # the AsyncAPI document describes the routes
+
+    def asyncapi(self) -> dict[str, Any]:
+        """The AsyncAPI 3.0.0 document describing every WebSocket route, as JSON data.
+
+        Each route is a channel: its address with path parameters, its query and header
+        parameters with their types (the ``ws`` channel binding), a listener's message
+        and reply as a ``receive`` operation with a ``reply``, each stream's items as a
+        ``send`` operation (in the ``{"stream", "data"}`` envelope where the route tags
+        them), the heartbeat's ping and pong, subprotocols, cookies and ``since=`` resume
+        as ``x-plait-*`` extensions. Schemas come from msgspec and are shared through
+        ``components.schemas``. The reference's AsyncAPI page lists the mapping.
+        """
+        return build_document(
+            self.routes,
+            self.options,
+            title=self.title,
+            version=self.version,
+            description=self.description,
+            servers=self.servers,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -131,6 +220,8 @@ class App:
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
+        elif self._documents and (document := self._documents.get(_route_path(scope))):
+            await document(scope, receive, send)
         elif self.fallback is not None:
             await self.fallback(scope, receive, send)
         else:
@@ -138,6 +229,11 @@ class App:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = _route_path(scope)
+        if self._closing:
+            # No await between this check and the connection joining the set, so that
+            # close_connections() sees every connection it lets in.
+            await _shutting_down(WebSocket(scope, receive, send), path)
+            return
         found = self._match(path)
         if found is None and len(path) > 1 and path.endswith("/"):
             # Litestar's mounts pass the path below the mount point with a "/" appended.
@@ -174,6 +270,7 @@ class App:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         assert message["type"] == "lifespan.startup"
+        self._closing = False
         started = False
         try:
             # One exit stack, left in LIFO order however the lifespan ends (also when
@@ -195,6 +292,8 @@ class App:
                     # the server dropped the lifespan instead of asking for shutdown
                     logger.info("the lifespan ended without a shutdown message")
                     started = False
+                # Under hypercorn and uvicorn nothing is left by now: they end the
+                # connections first. Other servers may ask while some are open.
                 await self.close_connections()
         except Exception as exc:
             logger.exception("the application's shutdown failed")
@@ -215,21 +314,87 @@ class App:
         return None
 
     async def close_connections(self) -> None:
-        """Close every open connection with 1001, wait for them (bounded), cancel the rest."""
+        """Close every open connection with 1001, wait for them (bounded), cancel the rest.
+
+        Each client gets its 1001 (``server shutting down``) at once, after what was
+        already queued for it; each handler is cancelled, so that its ``finally`` blocks
+        and dependency teardowns run. After ``shutdown_grace`` seconds whatever is still
+        running is cancelled, and this returns. From the call until the next lifespan
+        startup, new WebSocket handshakes are refused with 503 (a close before accept,
+        which clients see as 403, where the server has no denial responses).
+        """
+        self._closing = True
         if not self._connections:
             return
         logger.info("closing %d WebSocket connections", len(self._connections))
         self._all_closed = anyio.Event()
         for connection in list(self._connections):
             connection.shut_down()
-        with anyio.move_on_after(self.shutdown_grace):
+        with anyio.move_on_after(self.shutdown_grace) as self._grace:
             await self._all_closed.wait()
+        self._grace = None
         for connection in list(self._connections):
             connection.cancel()
+
+    async def shutdown_trigger(
+        self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
+        """Wait for SIGTERM or SIGINT, close the connections, then return.
+
+        hypercorn's ``serve()`` stops the server when its ``shutdown_trigger`` returns,
+        so passing this one makes the App's graceful close happen as soon as the signal
+        arrives, before hypercorn stops::
+
+            from functools import partial
+
+            import trio
+            from hypercorn.config import Config
+            from hypercorn.trio import serve
+
+            config = Config()
+            config.bind = ["0.0.0.0:8000"]
+            trio.run(partial(serve, app, config, shutdown_trigger=app.shutdown_trigger))
+
+        (on asyncio: ``asyncio.run(hypercorn.asyncio.serve(app, config,
+        shutdown_trigger=app.shutdown_trigger))``). On the first signal this runs
+        :meth:`close_connections`: every client gets 1001 at once, the handlers'
+        teardowns run within ``shutdown_grace`` seconds and what is left is then
+        cancelled, and new handshakes are refused. A second signal cuts the grace short.
+        Then hypercorn stops listening, waits up to its ``graceful_timeout`` for its
+        other connections (plain HTTP) and runs the lifespan shutdown.
+
+        The ``hypercorn`` command line accepts no such trigger (see the deployment
+        guide for what it does instead). Signals can only be received in the main
+        thread.
+
+        Args:
+            signals: The signals that start the shutdown.
+        """
+        with anyio.open_signal_receiver(*signals) as received:
+            async for signum in received:
+                logger.info("%s: shutting down", _signal_name(signum))
+                break
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self._cut_grace_short, received)
+                await self.close_connections()
+                task_group.cancel_scope.cancel()
+
+    async def _cut_grace_short(self, received: AsyncIterator[int]) -> None:
+        async for signum in received:
+            logger.warning("%s again: cancelling the connections at once", _signal_name(signum))
+            if self._grace is not None:
+                self._grace.cancel()
 
     def connections(self) -> int:
         """How many WebSocket connections are open."""
         return len(self._connections)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _route_path(scope: Scope) -> str:
@@ -267,6 +432,11 @@ async def _forbidden(websocket: WebSocket, path: str) -> None:
     origin = websocket.headers.get("origin", "")
     logger.info("refused %s: origin %s is not allowed", _shown(path), _shown(origin))
     await deny_handshake(websocket, 403, {"detail": "origin not allowed"})
+
+
+async def _shutting_down(websocket: WebSocket, path: str) -> None:
+    logger.info("refused %s: the server is shutting down", _shown(path))
+    await deny_handshake(websocket, 503, {"detail": "server shutting down"})
 
 
 async def _not_found(websocket: WebSocket, path: str) -> None:

@@ -13,7 +13,15 @@ import contextlib
 import inspect
 import logging
 import typing
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
@@ -59,6 +67,10 @@ class ListenerSpec:
     codec: MessageCodec
     on_invalid: InvalidMessagePolicy
     concurrency: int
+    data_type: Any = Any
+    """What ``data`` is annotated with."""
+    reply_type: Any = Any
+    """What the listener returns (its return annotation; ``Any`` when it has none)."""
 
     def bind(
         self, bound: tuple[Any, ...], kwargs: dict[str, Any]
@@ -113,7 +125,8 @@ class ListenerSpec:
                 f"the listener {func.__qualname__} must be a function (async, or plain to run "
                 "in a worker thread), not a generator: a stream is an async generator"
             )
-        return cls(plan, "data", codec, on_invalid, concurrency)
+        data_type, reply_type = hints.get("data", Any), hints.get("return", Any)
+        return cls(plan, "data", codec, on_invalid, concurrency, data_type, reply_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,8 @@ class StreamSpec:
     name: str
     plan: Plan
     codec: MessageCodec
+    item_type: Any = Any
+    """What it yields (from ``AsyncGenerator[T, None]``; ``Any`` when not annotated)."""
 
     @classmethod
     def build(
@@ -147,7 +162,11 @@ class StreamSpec:
             )
         plan = plan_callable(func, path_params, dependencies, namespace=namespace)
         plan.kind = "function"  # called for its generator, not entered as a dependency
-        return cls(name or func.__name__, plan, MessageCodec(Any, mode))
+        returns = typing.get_type_hints(func, localns=dict(namespace)).get("return")
+        item_type = Any
+        if typing.get_origin(returns) in (AsyncGenerator, AsyncIterator, AsyncIterable):
+            item_type = (typing.get_args(returns) or (Any,))[0]
+        return cls(name or func.__name__, plan, MessageCodec(Any, mode), item_type)
 
 
 def negotiate_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:

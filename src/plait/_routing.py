@@ -95,6 +95,10 @@ class WebSocketRoute:
         on_disconnect: Called once the accepted connection ended, however it ended
             (also by cancellation: shielded, within ``teardown_timeout``), injected the
             same way, before the dependencies' teardowns.
+        receives: For a low-level handler, the type of the messages it receives, for
+            the AsyncAPI document (listeners and streams are described by their
+            annotations).
+        sends: For a low-level handler, the type of the messages it sends.
         allowed_origins: The browser origins allowed to connect (exact,
             ``"https://*.example.com"``, or :data:`plait.SAME_ORIGIN`); others are
             refused with 403. ``None``: the App's list. See the deployment guide.
@@ -119,6 +123,8 @@ class WebSocketRoute:
         allowed_origins: Sequence[str] | None = None,
         on_accept: Callable[..., Any] | None = None,
         on_disconnect: Callable[..., Any] | None = None,
+        receives: Any = None,
+        sends: Any = None,
     ) -> None:
         if on_receive not in ("discard", "close", "stream"):
             raise ValueError(
@@ -134,6 +140,8 @@ class WebSocketRoute:
         self.subprotocols = tuple(subprotocols)
         self.tag_streams = tag_streams
         self.on_receive = on_receive
+        self.receives = receives
+        self.sends = sends
         self.handler: Callable[..., Awaitable[Any]] | None = None
         self._plan: Plan | None = None
         self._listener: ListenerSpec | None = None
@@ -488,15 +496,26 @@ def websocket(
     *,
     dependencies: Mapping[str, Any] | None = None,
     teardown_timeout: float = 5.0,
+    receives: Any = None,
+    sends: Any = None,
 ) -> Callable[[Callable[..., Awaitable[Any]]], WebSocketRoute]:
     """Make a route from a handler in one line: ``@plait.websocket("/ws")``.
 
     The decorated name becomes the :class:`WebSocketRoute`, ready for
-    ``App(routes=[...])``.
+    ``App(routes=[...])``. ``receives`` and ``sends`` declare the types of the messages
+    the handler receives and sends, for the AsyncAPI document
+    (``@plait.websocket("/ws", receives=Command, sends=Event)``); they change nothing
+    else.
     """
 
     def decorate(handler: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
-        route = WebSocketRoute(path, dependencies=dependencies, teardown_timeout=teardown_timeout)
+        route = WebSocketRoute(
+            path,
+            dependencies=dependencies,
+            teardown_timeout=teardown_timeout,
+            receives=receives,
+            sends=sends,
+        )
         route._register(handler, sys._getframe(1).f_locals)
         return route
 
