@@ -222,6 +222,19 @@ async def test_a_resume_older_than_the_history_says_it_is_incomplete() -> None:
             assert live.recovered  # no resume asked: nothing to recover
 
 
+async def test_a_resume_from_an_id_this_history_never_gave_says_it_is_incomplete() -> None:
+    """After a restart an in-memory history starts again at 1-0: a client resuming from
+    57-0 saw another history, so it is told (Centrifugo's epoch plays this part)."""
+    async with Hub(MemoryBackend(history=100)) as hub:
+        ids = [await hub.publish("room", f"m{i}") for i in range(3)]
+        async with hub.subscribe("room", since="57-0") as restarted:
+            assert restarted.recovery_notice() == {"recovered": False, "channels": ["room"]}
+        async with hub.subscribe("room", since=ids[-1]) as current:
+            assert current.recovered
+        async with hub.subscribe("empty", since="1-0") as never:
+            assert not never.recovered
+
+
 async def test_a_resume_past_the_history_age_says_it_is_incomplete() -> None:
     async with Hub(MemoryBackend(history=100, history_age=0.05)) as hub:
         first = await hub.publish("room", "old")

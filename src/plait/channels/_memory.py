@@ -83,6 +83,10 @@ class MemoryBackend:
     async def history_covers(self, channel: str, after: str) -> bool:
         """Whether nothing published after ``after`` was dropped from the history."""
         start = self.id_key(after)[0]
+        if start > self._counter.get(channel, 0):
+            # An id this history never gave out: the client saw another history (the
+            # process restarted and its ids began again), so what it missed is unknown.
+            return False
         if not self.history_length:
             return self._counter.get(channel, 0) <= start  # nothing kept: nothing missed?
         if self._trimmed.get(channel, 0) > start:
