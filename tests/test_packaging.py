@@ -111,14 +111,13 @@ def sample_exceptions() -> list[BaseException]:
         "WebSocketDisconnect": (1001, "going away"),
         "LifespanError": ("startup failed",),
         "WebSocketDenied": (404, [("content-type", "application/json")], b'{"detail": 1}'),
+        "WebSocketClosed": (1006, "", "send 'websocket.send': the peer left"),
     }
     return [
         value(*arguments.get(value.__name__, ("what went wrong",)))
         for _, value in public_objects()
         if isinstance(value, type)
         and issubclass(value, BaseException)
-        # its args lack ``detail``, so unpickling it fails (issue 11, point 7: reported)
-        and value is not plait.WebSocketClosed
     ]
 
 

@@ -63,6 +63,7 @@ class WebSocketClosed(WebSocketDisconnect):
     def __init__(self, code: int, reason: str | None, detail: str) -> None:
         super().__init__(code, reason)
         self.detail = detail
+        self.args = (code, self.reason, detail)  # what pickling calls __init__ with
 
     def __str__(self) -> str:
         return self.detail
