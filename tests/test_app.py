@@ -421,6 +421,22 @@ async def test_lifespan_shutdown_closes_open_connections_with_1001() -> None:
         assert events == ["resource open", "handler finally", "resource closed"]
 
 
+async def test_after_close_connections_handshakes_are_refused_until_the_next_startup() -> None:
+    app = App([echo_route()])
+    async with AsyncTestClient(without_lifespan(app)) as client:
+        async with client.websocket_connect("/echo/ann") as session:
+            assert await session.receive_text() == "hello ann"
+        await app.close_connections()
+        with pytest.raises(WebSocketDenied) as info:
+            async with client.websocket_connect("/echo/bob"):
+                pytest.fail("a handshake was accepted while the app shuts down")
+        assert info.value.status_code == 503
+        assert json.loads(info.value.body) == {"detail": "server shutting down"}
+        async with serve_lifespan(app):  # served again: a new lifespan, a new start
+            async with client.websocket_connect("/echo/cat") as session:
+                assert await session.receive_text() == "hello cat"
+
+
 async def test_a_handler_that_ignores_shutdown_is_cancelled_after_the_grace() -> None:
     events: list[str] = []
     torn_down = anyio.Event()
