@@ -8,8 +8,10 @@ point 9), asyncio and trio workers.
 - the ``hypercorn`` command (``-w 0`` and ``-w 1``): hypercorn tells the app nothing; it
   waits ``--graceful-timeout`` seconds, then cancels the connections, which plait closes
   with 1001 after running the teardowns; the App's ``shutdown_grace`` plays no part.
-- ``hypercorn -w 0 -k trio`` on SIGTERM ends at once: 1006 for the clients, no teardowns;
-  SIGTERM to every process of ``-w 1`` does the same to the workers.
+  ``--graceful-timeout 0`` makes that 1001 come at once.
+- ``hypercorn -w 0 -k trio`` ends at once on SIGTERM (1006 for the clients, no
+  teardowns), and takes SIGINT for a KeyboardInterrupt in whatever code runs; SIGTERM to
+  every process of ``-w 1`` ends the worker at once.
 
 A signal needs a process, so the server is a subprocess: ``python -m hypercorn ...
 test_shutdown_hypercorn:APP``, or :func:`serve_with_trigger` (what the deployment guide
@@ -246,9 +248,10 @@ def start(command: list[str], tmp_path: Path, grace: float = 5) -> Iterator[Serv
         process.wait()
 
 
-def hypercorn_command(*options: str) -> list[str]:
-    """The ``hypercorn`` command serving ``APP``, its graceful timeout ``GRACEFUL``."""
-    return [sys.executable, "-m", "hypercorn", *options, "--graceful-timeout", str(GRACEFUL),
+def hypercorn_command(*options: str, graceful_timeout: int = GRACEFUL) -> list[str]:
+    """The ``hypercorn`` command serving ``APP``."""
+    return [sys.executable, "-m", "hypercorn", *options,
+            "--graceful-timeout", str(graceful_timeout),
             "-b", "fd://{fd}", "test_shutdown_hypercorn:APP"]  # fmt: skip
 
 
@@ -411,6 +414,34 @@ def test_hypercorn_command_closes_with_1001_after_its_graceful_timeout(
     for i in range(CLIENTS):
         assert names.index(f"finally c{i}") < names.index(f"teardown c{i}")
         assert server.at(f"finally c{i}") - signalled >= GRACEFUL
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_hypercorn_command_with_graceful_timeout_0_closes_with_1001_at_once(
+    worker: str, tmp_path: Path
+) -> None:
+    """``hypercorn -w 1 --graceful-timeout 0`` on SIGTERM: hypercorn stops listening and
+    cancels the connections at once; plait closes each with 1001 and runs the teardowns,
+    then the lifespan shutdown runs. (What this gives up: plain HTTP requests in flight are
+    cut too, and a close comes without the messages still queued before it.)
+
+    Peers: Starlette and Litestar under the same command: 1011 (asyncio worker) or 1006
+    (trio worker) at once; their ``finally`` blocks run.
+    """
+    command = hypercorn_command("-w", "1", "-k", worker, graceful_timeout=0)
+    with start(command, tmp_path) as server:
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(server.connect(f"c{i}")) for i in range(CLIENTS)]
+            signalled = server.send_signal(signal.SIGTERM)
+            for ws in clients:
+                at, code, reason = closed_at(ws)
+                assert (code, reason) == (1001, "server shutting down"), server.output()
+                assert at - signalled < SLACK
+        assert server.wait() == 0, server.output()
+    names = server.names()
+    assert names[-1] == "lifespan shutdown with 0 connections"
+    for i in range(CLIENTS):
+        assert names.index(f"finally c{i}") < names.index(f"teardown c{i}")
 
 
 def test_hypercorn_w0_trio_takes_sigint_for_a_keyboard_interrupt_where_code_runs(
