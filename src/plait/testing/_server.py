@@ -57,8 +57,12 @@ def run_hypercorn(
 
     The server runs in an event loop of ``worker_class`` on a background thread and
     accepts connections (its lifespan startup done) before the block starts. On leaving
-    it shuts down gracefully. Access logs are off; errors go to the ``hypercorn.error``
-    logger of :mod:`logging`.
+    it shuts down as hypercorn does on a signal: it stops listening, waits up to
+    ``graceful_timeout`` (3 s by default) for open connections to end, cancels what is
+    left (an :class:`~plait.App` closes those with 1001), then runs the lifespan
+    shutdown, as under the ``hypercorn`` command (:meth:`plait.App.shutdown_trigger`
+    plays no part). Access logs are off; errors go to the ``hypercorn.error`` logger of
+    :mod:`logging`.
 
     Args:
         app: The ASGI application.
