@@ -57,7 +57,8 @@ class App:
       when its shutdown starts; it waits ``--graceful-timeout`` seconds, then cancels the
       connections (plait closes them with 1001 and runs the teardowns), and only then
       runs the lifespan shutdown, with no connection left. ``shutdown_grace`` plays no
-      part there; see the deployment guide;
+      part there, and ``hypercorn -w 0 -k trio`` dies on SIGTERM with none of this; see
+      the deployment guide;
     - at the lifespan shutdown, for a server that sends it while connections are still
       open.
 
