@@ -432,9 +432,9 @@ async def test_after_close_connections_handshakes_are_refused_until_the_next_sta
                 pytest.fail("a handshake was accepted while the app shuts down")
         assert info.value.status_code == 503
         assert json.loads(info.value.body) == {"detail": "server shutting down"}
-        async with serve_lifespan(app):  # served again: a new lifespan, a new start
-            async with client.websocket_connect("/echo/cat") as session:
-                assert await session.receive_text() == "hello cat"
+        # served again: a new lifespan, a new start
+        async with serve_lifespan(app), client.websocket_connect("/echo/cat") as session:
+            assert await session.receive_text() == "hello cat"
 
 
 async def test_a_handler_that_ignores_shutdown_is_cancelled_after_the_grace() -> None:
