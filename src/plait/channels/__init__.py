@@ -1,4 +1,5 @@
-"""Publish/subscribe between connections: in memory, or across processes with Redis.
+"""Publish/subscribe between connections, and presence: in memory, or across processes
+with Redis.
 
 ``RedisBackend`` needs the ``redis`` extra (coredis); it is imported on first use, so
 the rest of this module works without it.
@@ -17,6 +18,15 @@ from ._hub import Policy as Policy
 from ._hub import SlowSubscriber as SlowSubscriber
 from ._hub import Subscription as Subscription
 from ._memory import MemoryBackend as MemoryBackend
+from ._presence import Presence as Presence
+from ._presence import Tracking as Tracking
+from ._presence_model import InvalidPresence as InvalidPresence
+from ._presence_model import PresenceDiff as PresenceDiff
+from ._presence_model import PresenceEvent as PresenceEvent
+from ._presence_model import PresenceFull as PresenceFull
+from ._presence_model import PresenceMember as PresenceMember
+from ._presence_model import PresenceState as PresenceState
+from ._presence_views import PresenceSubscription as PresenceSubscription
 
 if TYPE_CHECKING:
     from ._redis import RedisBackend as RedisBackend
@@ -26,12 +36,21 @@ __all__ = (
     "ChannelMessage",
     "ChannelUnavailable",
     "Hub",
+    "InvalidPresence",
     "InvalidResume",
     "MemoryBackend",
     "Policy",
+    "Presence",
+    "PresenceDiff",
+    "PresenceEvent",
+    "PresenceFull",
+    "PresenceMember",
+    "PresenceState",
+    "PresenceSubscription",
     "RedisBackend",
     "SlowSubscriber",
     "Subscription",
+    "Tracking",
 )
 
 # Public classes and functions report the path users import them from (see plait's own

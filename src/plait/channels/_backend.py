@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from anyio.abc import TaskStatus
 
 from .._exceptions import PlaitError
 
-__all__ = ("Backend", "ChannelUnavailable", "Deliver", "StoredMessage")
+__all__ = (
+    "Backend",
+    "ChannelUnavailable",
+    "Deliver",
+    "DeliverDiff",
+    "PresenceStore",
+    "StoredEntries",
+    "StoredMessage",
+)
 
 StoredMessage = tuple[str, bytes]
 """A message as a backend keeps it: its id and its encoded payload."""
@@ -53,6 +61,10 @@ class Backend(Protocol):
     after another has a greater id (compare with :meth:`id_key`). A backend with history
     keeps the recent messages of each channel so that a subscriber that comes back with
     the id of the last message it saw gets what it missed.
+
+    A backend that also has a ``presence_store()`` method offers presence
+    (:meth:`plait.Hub.presence`); both built-in backends do. That interface is not
+    stable yet: see ``PresenceStore`` in the source.
     """
 
     async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
@@ -90,4 +102,72 @@ class Backend(Protocol):
 
     def id_key(self, message_id: str) -> tuple[int, ...]:
         """A sort key for message ids of this backend."""
+        ...
+
+
+StoredEntries = Sequence[tuple[str, bytes]]
+"""Presence entries as a store keeps them: ``(ref, entry)``, the entry being the JSON
+``[key, meta]`` that a track encoded."""
+
+DeliverDiff = Callable[[str, int, StoredEntries, StoredEntries], None]
+"""``deliver(channel, seq, joins, leaves)``: one change of a channel's presence.
+
+``seq`` numbers the changes of a channel one by one; ``leaves`` are applied before
+``joins``. It never blocks.
+"""
+
+
+class PresenceStore(Protocol):
+    """Where a hub's presence lives: what ``presence_store()`` of a backend returns.
+
+    A backend offers presence by having a ``presence_store()`` method that makes one
+    of these (both built-in backends do). Not a stable interface yet.
+
+    Each entry belongs to the process (the hub) that tracked it; the store knows its
+    own entries and keeps the shared state in line with them, whatever happens to the
+    transport meanwhile.
+    """
+
+    async def run(
+        self,
+        deliver: DeliverDiff,
+        lost: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        """Deliver the changes of the listened channels until cancelled; then withdraw
+        this process's entries. ``lost(channel)`` says changes may have been missed
+        (the transport came back): the hub reads the state again."""
+        ...
+
+    def new_ref(self) -> str:
+        """A ref no other entry of any process has."""
+        ...
+
+    def count(self, channel: str) -> int:
+        """How many entries this process has on ``channel``."""
+        ...
+
+    async def change(self, channel: str, add: Mapping[str, bytes], remove: Sequence[str]) -> None:
+        """Remove the entries ``remove`` names and set those of ``add``, at once.
+
+        Never raises for the transport: a change it could not make is made when the
+        transport is back, and the wait is bounded.
+        """
+        ...
+
+    async def state(self, channel: str) -> tuple[int, dict[str, bytes]]:
+        """The ``seq`` of the last change of ``channel`` and its entries by ref.
+
+        Raises:
+            ChannelUnavailable: The transport could not be read.
+        """
+        ...
+
+    async def listen(self, channel: str) -> None:
+        """Deliver the changes of ``channel`` (once more: listens are counted)."""
+        ...
+
+    async def unlisten(self, channel: str) -> None:
+        """Take back one :meth:`listen`."""
         ...

@@ -18,8 +18,11 @@ from .._backend import waiters
 from .._codec import decode_payload, encode_json, encode_payload
 from .._engine import closer
 from .._exceptions import PlaitError
-from ._backend import Backend, ChannelUnavailable, InvalidResume, StoredMessage
+from ._backend import Backend, ChannelUnavailable, InvalidResume, PresenceStore, StoredMessage
 from ._memory import MemoryBackend
+from ._presence import Presence
+from ._presence_model import MAX_ENTRIES, MAX_KEY, MAX_META
+from ._presence_views import PresenceViews
 
 __all__ = ("ChannelMessage", "Hub", "Policy", "SlowSubscriber", "Subscription")
 
@@ -222,6 +225,9 @@ class Hub:
             async for message in subscription:
                 ...
 
+        async with hub.presence("lobby").track("ada", {"device": "phone"}):
+            ...                                 # who is there: see presence()
+
     Run it with ``async with hub:`` (the App does that in its lifespan).
 
     Args:
@@ -238,6 +244,9 @@ class Hub:
         self._listened: set[str] = set()
         self._joining: dict[str, anyio.Event] = {}
         self._task_group: TaskGroup | None = None
+        # Presence starts with its first use: a hub that never uses it costs nothing.
+        self._views: PresenceViews | None = None
+        self._views_lock: anyio.Lock | None = None
 
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
@@ -253,6 +262,7 @@ class Hub:
             await task_group.__aexit__(None, None, None)
             raise
         self._task_group = task_group
+        self._views_lock = anyio.Lock()
         return self
 
     async def __aexit__(
@@ -264,7 +274,10 @@ class Hub:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
         task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, traceback)
+        try:
+            return await task_group.__aexit__(exc_type, exc, traceback)
+        finally:
+            self._views = self._views_lock = None
 
     async def _run_backend(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self.backend.run(self._deliver, task_status=task_status)
@@ -409,6 +422,48 @@ class Hub:
         message = ChannelMessage(channel, message_id, decode_payload(payload))
         for subscription in tuple(members):
             subscription._put(message)
+
+    def presence(
+        self,
+        channel: str,
+        *,
+        max_key: int = MAX_KEY,
+        max_meta: int = MAX_META,
+        max_entries: int = MAX_ENTRIES,
+    ) -> Presence:
+        """Who is present on ``channel``: track, list and subscribe to joins and leaves.
+
+        Cheap, with no I/O: make one wherever it is needed. Presence is separate from
+        the channel's messages (a presence channel may share a message channel's name).
+
+        Args:
+            channel: The channel's name.
+            max_key: The longest key accepted, in UTF-8 bytes.
+            max_meta: The largest meta accepted, in bytes of JSON.
+            max_entries: Trackings on this channel that this process may hold at once.
+
+        Raises:
+            TypeError: The backend has no presence (it has no ``presence_store()``).
+        """
+        if not callable(getattr(self.backend, "presence_store", None)):
+            raise TypeError(f"{type(self.backend).__name__} does not offer presence")
+        return Presence(self, channel, max_key=max_key, max_meta=max_meta, max_entries=max_entries)
+
+    async def _presence_views(self) -> PresenceViews:
+        """The hub's presence views, started on first use."""
+        views = self._views
+        if views is not None:
+            return views
+        task_group, lock = self._task_group, self._views_lock
+        if task_group is None or lock is None:
+            raise RuntimeError("the Hub is not running: use `async with hub:` or App(hub=...)")
+        async with lock:
+            if self._views is None:
+                store: PresenceStore = self.backend.presence_store()  # type: ignore[attr-defined]
+                views = PresenceViews(store)
+                await task_group.start(views.run)
+                self._views = views
+            return self._views
 
     def statistics(self) -> dict[str, int]:
         """Counters: ``channels`` listened to and ``subscriptions`` across them."""

@@ -9,6 +9,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._backend import Deliver, StoredMessage
+from ._memory_presence import MemoryPresence
 
 __all__ = ("MemoryBackend",)
 
@@ -96,6 +97,10 @@ class MemoryBackend:
             kept = self._kept.get(channel) or ()
             return all(stamp >= oldest for number, _, stamp in kept if number > start)
         return True
+
+    def presence_store(self) -> MemoryPresence:
+        """A store for the hub's presence, in this process."""
+        return MemoryPresence()
 
     def id_key(self, message_id: str) -> tuple[int, ...]:
         """``"17-0"`` sorts as ``(17, 0)``."""

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -34,6 +34,9 @@ import coredis.retry
 from anyio.abc import TaskStatus
 
 from ._backend import ChannelUnavailable, Deliver, StoredMessage
+
+if TYPE_CHECKING:
+    from ._redis_presence import RedisPresence
 
 __all__ = ("RedisBackend",)
 
@@ -136,6 +139,12 @@ class RedisBackend:
             more, but a resume returns at most this many.
         history_age: Seconds a kept message stays (``None``: until pushed out).
         key_prefix: Put before every Redis key and pub/sub channel name.
+        presence_ttl: Seconds a process's presence entries outlive its last heartbeat
+            (it beats every third of that): a process that dies without cleaning up
+            (SIGKILL) has its entries removed, and their leaves published, within
+            ``presence_ttl + presence_sweep`` seconds.
+        presence_sweep: Seconds between two sweeps for the entries of processes that
+            are gone (``None``: half of ``presence_ttl``).
     """
 
     def __init__(
@@ -145,11 +154,19 @@ class RedisBackend:
         history: int = 0,
         history_age: float | None = None,
         key_prefix: str = "plait:",
+        presence_ttl: float = 10.0,
+        presence_sweep: float | None = None,
     ) -> None:
         if history < 0:
             raise ValueError("history must be 0 or more")
         if history_age is not None and history_age <= 0:
             raise ValueError("history_age must be positive, or None")
+        if not presence_ttl > 0:
+            raise ValueError("presence_ttl must be positive")
+        if presence_sweep is not None and not presence_sweep > 0:
+            raise ValueError("presence_sweep must be positive, or None")
+        self.presence_ttl = presence_ttl
+        self.presence_sweep = presence_sweep if presence_sweep is not None else presence_ttl / 2
         self.url = url
         self.history_length = history
         self.history_age = history_age
@@ -414,6 +431,17 @@ class RedisBackend:
                     stored.append((message_id.decode(), payload))
         stored.reverse()
         return stored
+
+    def presence_store(self) -> RedisPresence:
+        """A store for the hub's presence, shared through this Redis.
+
+        It has a connection of its own, made when the hub first uses presence.
+        """
+        from ._redis_presence import RedisPresence
+
+        return RedisPresence(
+            self.url, key_prefix=self.key_prefix, ttl=self.presence_ttl, sweep=self.presence_sweep
+        )
 
     def id_key(self, message_id: str) -> tuple[int, ...]:
         """``"1700000000000-3"`` sorts as ``(1700000000000, 3)``.
