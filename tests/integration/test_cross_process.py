@@ -1,7 +1,8 @@
 """Two hypercorn processes (asyncio and trio workers) sharing one Redis.
 
 Each process serves the chat example with ``CHAT_REDIS_URL`` set: a client of the first
-publishes, a client of the second receives everything, in order, nothing lost.
+publishes, a client of the second receives everything, in order, nothing lost. The
+helpers here start any app that way (``test_presence_hypercorn.py`` uses them too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,34 +48,51 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) 
     raise TimeoutError(f"hypercorn did not listen on {port}")
 
 
-@pytest.fixture
-def servers() -> Iterator[dict[str, int]]:
-    """Start ``examples.chat`` under hypercorn twice: asyncio worker and trio worker."""
-    env = {**os.environ, "CHAT_REDIS_URL": REDIS_URL, "PYTHONPATH": str(ROOT)}
-    processes: list[subprocess.Popen[bytes]] = []
-    ports: dict[str, int] = {}
+@dataclass
+class Server:
+    """One hypercorn process serving on a loopback port."""
+
+    worker: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def hypercorn_processes(app: str, env: Mapping[str, str]) -> Iterator[dict[str, Server]]:
+    """Serve ``app`` under hypercorn twice, an asyncio worker and a trio worker, each a
+    process of its own with ``env`` added to its environment; stopped with SIGTERM at
+    the end (those still running: a test may kill one)."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    servers: dict[str, Server] = {}
     try:
         for worker in ("asyncio", "trio"):
             port = free_port()
             command = [sys.executable, "-m", "hypercorn", "-w", "0", "-k", worker,
-                       "-b", f"127.0.0.1:{port}", "examples.chat:app"]  # fmt: skip
-            processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE))
-            ports[worker] = port
+                       "-b", f"127.0.0.1:{port}", app]  # fmt: skip
+            process = subprocess.Popen(command, cwd=ROOT, env=environment, stderr=subprocess.PIPE)
+            servers[worker] = Server(worker, port, process)
         deadline = time.monotonic() + 20
-        for process, port in zip(processes, ports.values(), strict=True):
-            wait_for_port(port, process, deadline)
-        yield ports
+        for server in servers.values():
+            wait_for_port(server.port, server.process, deadline)
+        yield servers
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
+        for server in servers.values():
+            server.process.send_signal(signal.SIGTERM)  # nothing if it already exited
+        for server in servers.values():
             try:
-                process.wait(timeout=10)
+                server.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
+                server.process.kill()
+                server.process.wait()
+            if server.process.stderr is not None:
+                server.process.stderr.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[dict[str, int]]:
+    """Start ``examples.chat`` under hypercorn twice: asyncio worker and trio worker."""
+    with hypercorn_processes("examples.chat:app", {"CHAT_REDIS_URL": REDIS_URL}) as started:
+        yield {worker: server.port for worker, server in started.items()}
 
 
 def test_a_message_published_in_one_process_reaches_the_other(servers: dict[str, int]) -> None:
