@@ -52,6 +52,12 @@ SLACK = 1.5  # scheduling slack on a loaded two-core machine, seconds
 CLIENTS = 3
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
 WORKERS = ("asyncio", "trio")
+WAITS_FOR_CLIENTS = sys.version_info >= (3, 12, 1)
+"""hypercorn#308: its asyncio worker calls ``Server.wait_closed()`` before it applies
+``--graceful-timeout``, and since Python 3.12.1 that waits for every open connection. A
+WebSocket client that stays then holds the shutdown until it leaves; the trio worker and
+``serve()`` with the App's ``shutdown_trigger`` (which closes the connections first) do
+not depend on it."""
 
 
 # -- the app, as the subprocess serves it -------------------------------------------------
@@ -116,26 +122,15 @@ APP = App(
 
 
 def serve_with_trigger(worker: str, fd: int, graceful_timeout: float) -> None:
-    """Serve ``APP`` as the deployment guide shows: hypercorn's ``serve()`` with the
-    App's ``shutdown_trigger``, on the listening socket ``fd``."""
-    from functools import partial
-
+    """Serve ``APP`` as the deployment guide shows (``examples/graceful.py``): hypercorn's
+    ``serve()`` with the App's ``shutdown_trigger``, on the listening socket ``fd``."""
+    from examples.graceful import serve
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.graceful_timeout = graceful_timeout
-    if worker == "trio":
-        import trio
-        from hypercorn.trio import serve as trio_serve
-
-        trio.run(partial(trio_serve, APP, config, shutdown_trigger=APP.shutdown_trigger))
-    else:
-        import asyncio
-
-        from hypercorn.asyncio import serve as asyncio_serve
-
-        asyncio.run(asyncio_serve(APP, config, shutdown_trigger=APP.shutdown_trigger))
+    serve(APP, config, worker)
 
 
 # -- the test's side ------------------------------------------------------------------------
@@ -396,6 +391,9 @@ def test_hypercorn_command_closes_with_1001_after_its_graceful_timeout(
     the teardowns run, and then the lifespan shutdown, with no connection left. With
     ``-w 1`` the signal goes to hypercorn's main process, which tells its worker.
 
+    On Python 3.12.1+ the asyncio worker never gets that far while a client stays
+    (hypercorn#308): it waits for the clients to leave (:data:`WAITS_FOR_CLIENTS`).
+
     Peers: Starlette and Litestar under the same command wait as long, then their
     clients get 1011 (asyncio worker) or 1006 (trio worker, no close frame); their
     ``finally`` blocks run. Under uvicorn: 1012 at once.
@@ -404,6 +402,9 @@ def test_hypercorn_command_closes_with_1001_after_its_graceful_timeout(
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(server.connect(f"c{i}")) for i in range(CLIENTS)]
             signalled = server.send_signal(signum)
+            if "asyncio" in options and WAITS_FOR_CLIENTS:
+                clients_leave_hypercorn_waiting(server, clients, signalled, GRACEFUL)
+                return
             for ws in clients:
                 at, code, reason = closed_at(ws)
                 assert (code, reason) == (1001, "server shutting down"), server.output()
@@ -416,6 +417,26 @@ def test_hypercorn_command_closes_with_1001_after_its_graceful_timeout(
         assert server.at(f"finally c{i}") - signalled >= GRACEFUL
 
 
+def clients_leave_hypercorn_waiting(
+    server: Server, clients: list[ClientConnection], signalled: float, graceful: float
+) -> None:
+    """What the asyncio worker does on Python 3.12.1+ (hypercorn#308): past its graceful
+    timeout no client was closed and hypercorn still runs; once the clients leave, their
+    handlers end and are torn down, and hypercorn finishes its shutdown."""
+    time.sleep(max(0.0, signalled + graceful + SLACK - time.monotonic()))
+    for ws in clients:
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.05)  # open, and nothing came: no 1001
+    assert server.process.poll() is None, server.output()
+    for ws in clients:
+        ws.close()
+    assert server.wait() == 0, server.output()
+    names = server.names()
+    assert names[-1] == "lifespan shutdown with 0 connections"
+    for i in range(len(clients)):
+        assert names.index(f"finally c{i}") < names.index(f"teardown c{i}")
+
+
 @pytest.mark.parametrize("worker", WORKERS)
 def test_hypercorn_command_with_graceful_timeout_0_closes_with_1001_at_once(
     worker: str, tmp_path: Path
@@ -423,7 +444,8 @@ def test_hypercorn_command_with_graceful_timeout_0_closes_with_1001_at_once(
     """``hypercorn -w 1 --graceful-timeout 0`` on SIGTERM: hypercorn stops listening and
     cancels the connections at once; plait closes each with 1001 and runs the teardowns,
     then the lifespan shutdown runs. (What this gives up: plain HTTP requests in flight are
-    cut too, and a close comes without the messages still queued before it.)
+    cut too, and a close comes without the messages still queued before it.) Not on the
+    asyncio worker on Python 3.12.1+, which waits for the clients first (hypercorn#308).
 
     Peers: Starlette and Litestar under the same command: 1011 (asyncio worker) or 1006
     (trio worker) at once; their ``finally`` blocks run.
@@ -433,6 +455,9 @@ def test_hypercorn_command_with_graceful_timeout_0_closes_with_1001_at_once(
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(server.connect(f"c{i}")) for i in range(CLIENTS)]
             signalled = server.send_signal(signal.SIGTERM)
+            if worker == "asyncio" and WAITS_FOR_CLIENTS:
+                clients_leave_hypercorn_waiting(server, clients, signalled, 0)
+                return
             for ws in clients:
                 at, code, reason = closed_at(ws)
                 assert (code, reason) == (1001, "server shutting down"), server.output()

@@ -61,8 +61,13 @@ def run_hypercorn(
     ``graceful_timeout`` (3 s by default) for open connections to end, cancels what is
     left (an :class:`~plait.App` closes those with 1001), then runs the lifespan
     shutdown, as under the ``hypercorn`` command (:meth:`plait.App.shutdown_trigger`
-    plays no part). Access logs are off; errors go to the ``hypercorn.error`` logger of
-    :mod:`logging`.
+    plays no part). On Python 3.12.1 and later, hypercorn's asyncio worker waits for
+    every open connection before its ``graceful_timeout`` even starts (hypercorn#308:
+    ``Server.wait_closed()`` waits for them since 3.12.1), so a WebSocket client that
+    stays would hold it forever; ``run_hypercorn`` cancels what is left after
+    ``graceful_timeout`` itself, on both workers and every Python, which is what
+    hypercorn does on 3.11. Access logs are off; errors go to the ``hypercorn.error``
+    logger of :mod:`logging`.
 
     Args:
         app: The ASGI application.
@@ -121,10 +126,17 @@ def run_hypercorn(
                 except BaseException:
                     future.cancel()
                     raise
+                # Not in _serve's task: hypercorn's asyncio serve() leaves cancellations
+                # pending on its task, which a task group there would take for its own.
+                timeout = hypercorn_config.graceful_timeout
+                watchdog = portal.start_task_soon(_graceful_timeout, control, timeout)
                 try:
                     yield HypercornServer(host, port)
                 finally:
-                    _stop(portal, control, future)
+                    try:
+                        _stop(portal, control, future)
+                    finally:
+                        watchdog.cancel()
         finally:
             if not hypercorn_config.took_socket:
                 os.close(fd)
@@ -139,6 +151,7 @@ class _Control:
         self.stop = anyio.Event()
         self.serving = False
         self.startup_failed = False
+        self.requests: set[anyio.CancelScope] = set()  # every connection being served
 
     @classmethod
     async def create(cls, app: ASGIApp) -> _Control:
@@ -146,7 +159,12 @@ class _Control:
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
-            await self._app(scope, receive, send)
+            with anyio.CancelScope() as request:
+                self.requests.add(request)
+                try:
+                    await self._app(scope, receive, send)
+                finally:
+                    self.requests.discard(request)
             return
 
         async def watching_send(message: Message) -> None:
@@ -175,6 +193,15 @@ async def _serve(serve: Callable[..., Awaitable[None]], config: Any, control: _C
         await serve(control.app, config, shutdown_trigger=control.shutdown_trigger, mode="asgi")
     finally:
         control.started.set()
+
+
+async def _graceful_timeout(control: _Control, seconds: float) -> None:
+    """Cancel the connections still served ``seconds`` after the stop, as hypercorn does
+    on Python 3.11; on 3.12.1+ its asyncio worker would wait for them first (#308)."""
+    await control.stop.wait()
+    await anyio.sleep(seconds + 0.05)  # hypercorn's own cancellation comes first where it can
+    for request in list(control.requests):
+        request.cancel()
 
 
 def _wait_started(portal: BlockingPortal, control: _Control, future: Future[None]) -> None:
