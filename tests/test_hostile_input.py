@@ -220,7 +220,13 @@ async def test_hypercorns_busy_resource_error_at_the_close_is_the_peer_leaving(
             ends.append("finally")
 
     scope = {"type": "websocket", "path": "/busy", "headers": []}
+    caplog.set_level(logging.DEBUG, logger="plait")
     with anyio.fail_after(1):
         await plait.serve_connection(scope, receive, send, handler)
     assert ends[-1] == "finally"
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # Logged at DEBUG, as a failing OSError is (issue 11, point 8), with what happened.
+    [record] = [r for r in caplog.records if r.getMessage() == "send failed: the peer is gone"]
+    assert record.levelno == logging.DEBUG
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]) is trio.BusyResourceError
