@@ -92,8 +92,10 @@ class PresenceState:
     "count": n}}}``.
     """
 
+    # Always "presence_state": tells a client this event from a diff. Shown in the JSON
+    # above rather than as an attribute of its own, which Sphinx would confuse with
+    # the builtin ``type`` in signatures.
     type: Literal["presence_state"] = field(default="presence_state", init=False)
-    """Always ``"presence_state"``: tells a client this event from a diff."""
     channel: str
     """The channel."""
     presences: dict[str, PresenceMember]
@@ -132,8 +134,7 @@ class PresenceDiff:
     ..., "joins": {...}, "leaves": {...}}``.
     """
 
-    type: Literal["presence_diff"] = field(default="presence_diff", init=False)
-    """Always ``"presence_diff"``."""
+    type: Literal["presence_diff"] = field(default="presence_diff", init=False)  # see above
     channel: str
     """The channel."""
     joins: dict[str, PresenceMember]
