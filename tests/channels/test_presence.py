@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import nullcontext
+from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -358,3 +359,39 @@ async def test_a_stopped_hub_refuses_and_a_backend_without_presence_says_so() ->
 
     with pytest.raises(TypeError, match="Plain does not offer presence"):
         Hub(Plain()).presence("room")
+
+
+async def test_subscribers_joining_during_churn_see_every_change_once(hub: Hub) -> None:
+    """Tracks, updates and untracks race with subscribers arriving: each ends with the
+    state list() gives, and every count it was told adds up on the way."""
+    presence = hub.presence("room")
+    rng = random.Random(13)
+
+    async def churn(worker: int) -> None:
+        for i in range(15):
+            async with presence.track(f"user-{rng.randrange(4)}", {"w": worker}) as tracking:
+                if rng.random() < 0.3:
+                    await tracking.update({"w": worker, "i": i})
+                await anyio.sleep(rng.random() * 0.002)
+
+    async with AsyncExitStack() as stack, presence.track("anchor"):
+        followers: list[PresenceSubscription] = []
+        async with anyio.create_task_group() as task_group:
+            for worker in range(4):
+                task_group.start_soon(churn, worker)
+            for _ in range(3):  # read later: their buffers merge meanwhile
+                await anyio.sleep(0.003)
+                followers.append(await stack.enter_async_context(presence.subscribe(buffer=8)))
+        async with presence.track("marker"):
+            expected = await presence.list()
+            assert set(expected) == {"anchor", "marker"}
+            for events in followers:
+                state = await next_event(events)
+                assert isinstance(state, PresenceState)
+                while "marker" not in state.presences:
+                    diff = await next_diff(events)
+                    state = state.apply(diff)
+                    for key, member in (*diff.joins.items(), *diff.leaves.items()):
+                        present = state.presences.get(key)
+                        assert member.count == (present.count if present else 0)
+                assert state.presences == expected

@@ -209,3 +209,27 @@ async def _listed(hub: Hub) -> dict[str, int]:
     except ChannelUnavailable:
         return {}
     return {key: member.count for key, member in listed.items()}
+
+
+async def test_a_live_process_that_was_swept_writes_its_entries_again(prefix: str) -> None:
+    """A process that paused longer than its ttl is swept by the others; its next write
+    (or heartbeat) finds its deadline had passed, and its entries come back."""
+    slow = RedisBackend(REDIS_URL, key_prefix=prefix, presence_ttl=30)  # beats every 10 s
+    async with (
+        Hub(slow) as hub_a,
+        Hub(backend(prefix)) as hub_b,  # sweeps every SWEEP seconds
+        hub_b.presence("room").subscribe() as events,
+        hub_a.presence("room").track("ada") as ada,
+    ):
+        watcher = Watcher(events)
+        await watcher.start()
+        await watcher.until({"ada": 1})
+        process = ada.ref.partition(":")[0]
+        async with coredis.Redis.from_url(REDIS_URL) as client:
+            # as if hub_a had not beaten for longer than its ttl
+            await client.zadd(f"{prefix}presence-processes", {process: 0})
+        await watcher.until({}, within=SWEEP + SLACK)  # hub_b swept it
+        async with hub_a.presence("room").track("bob"):
+            await watcher.until({"ada": 1, "bob": 1})  # and it came back
+            listed = await hub_b.presence("room").list()
+            assert {key: member.count for key, member in listed.items()} == {"ada": 1, "bob": 1}
