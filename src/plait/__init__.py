@@ -41,6 +41,7 @@ from ._exceptions import WebSocketClosed as WebSocketClosed
 from ._exceptions import WebSocketDisconnect as WebSocketDisconnect
 from ._exceptions import WebSocketStateError as WebSocketStateError
 from ._injection import InjectionError as InjectionError
+from ._limits import RateLimit as RateLimit
 from ._listeners import InvalidMessagePolicy as InvalidMessagePolicy
 from ._origins import SAME_ORIGIN as SAME_ORIGIN
 from ._params import AsyncResource as AsyncResource
@@ -85,6 +86,7 @@ __all__ = (
     "Path",
     "PlaitError",
     "Query",
+    "RateLimit",
     "RouteConflictError",
     "State",
     "WebSocket",

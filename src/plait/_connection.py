@@ -66,6 +66,7 @@ class Connection:
         "_task_group",
         "dropped",
         "inbound",
+        "limited",
         "options",
         "received",
         "send_data",
@@ -91,8 +92,7 @@ class Connection:
         self._task_group: TaskGroup | None = None
         self._handler_scope: anyio.CancelScope | None = None
         self._children: Children | None = None
-        self.received = 0
-        self.dropped = 0
+        self.received = self.dropped = self.limited = 0
         # The handler took a message and has not asked for the next one yet; or it
         # holds messages that it still works on (a listener's concurrent calls).
         self._holding = False
@@ -153,6 +153,7 @@ class Connection:
             self.received,
             outbound.sent,
             self.dropped,
+            self.limited,
         )
 
     @property

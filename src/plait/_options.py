@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from ._limits import RateLimit
+
 __all__ = ("ConnectionOptions", "ConnectionStatistics", "Heartbeat", "StallPolicy")
 
 StallPolicy = Literal["close", "drop"]
@@ -48,6 +50,7 @@ class ConnectionOptions:
     heartbeat: Heartbeat | None = None
     stall_timeout: float | None = 10.0
     on_stall: StallPolicy = "close"
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         if self.inbound_capacity < 1 or self.outbound_capacity < 1:
@@ -73,3 +76,6 @@ class ConnectionStatistics(NamedTuple):
     """Messages handed to the server's ``send``."""
     messages_dropped: int = 0
     """Messages read while the handler had stopped reading, dropped (``on_stall="drop"``)."""
+    messages_limited: int = 0
+    """Messages over the connection's :class:`RateLimit`: dropped (``"drop"``,
+    ``"reply"``), or the one that closed the connection (``"close"``)."""

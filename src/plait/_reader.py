@@ -6,10 +6,16 @@ forever: once the inbound has been full with nothing taken for ``stall_timeout``
 handler has stopped reading, and the reader reads on. The one message in its hand is
 kept (one past the capacity); a disconnect is then seen as always; a further data
 message closes the connection with 1008 or is dropped and counted (``on_stall``).
+
+With a :class:`~plait.RateLimit`, every data message but the heartbeat's pong takes a
+token before it is queued and before anything decodes it; one that finds none closes
+the connection (1008), is dropped, or is dropped with a bounded reply (``on_exceed``).
+Without one, the cost on the path of a message is one ``is not None``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Protocol
 
@@ -17,7 +23,8 @@ import anyio
 from anyio import ClosedResourceError
 
 from ._channel import Channel
-from ._options import ConnectionOptions
+from ._limits import Limiter
+from ._options import ConnectionOptions, ConnectionStatistics
 from ._types import Message, Receive
 
 __all__ = ("Reading", "read")
@@ -32,6 +39,7 @@ class Reading(Protocol):
     inbound: Channel[Message]
     received: int
     dropped: int
+    limited: int
 
     @property
     def path(self) -> str:
@@ -40,6 +48,14 @@ class Reading(Protocol):
 
     def abort(self, code: int, reason: str) -> None:
         """Close from the engine's side and cancel the handler."""
+        ...
+
+    def statistics(self) -> ConnectionStatistics:
+        """The connection's counters."""
+        ...
+
+    async def send_data(self, message: Message) -> None:
+        """Send as any other sender does."""
         ...
 
     async def peer_leaves(self, disconnect: Message) -> None:
@@ -56,6 +72,7 @@ async def read(connection: Reading, receive: Receive) -> None:
     inbound, options = connection.inbound, connection.options
     limit = options.max_message_size
     pong = None if options.heartbeat is None else options.heartbeat.pong
+    limiter = None if options.rate_limit is None else Limiter(options.rate_limit)
     overflowing = False  # the handler stopped reading: reading on to see the peer
     try:
         while True:
@@ -76,6 +93,13 @@ async def read(connection: Reading, receive: Receive) -> None:
                     )
                     connection.abort(1009, "message too big")
                     return
+                if limiter is not None and not limiter.take():
+                    _over_limit(connection, limiter)  # counted, and logged the first time
+                    if limiter.closes:
+                        return
+                    if limiter.reply_due():
+                        await _reply(connection, limiter)
+                    continue
                 if not inbound.full:
                     overflowing = False
                     inbound.send_nowait(message)
@@ -101,6 +125,43 @@ async def read(connection: Reading, receive: Receive) -> None:
     except Exception:
         logger.exception("the server's receive() failed; treating the peer as gone")
         connection.peer_gone({"type": "websocket.disconnect", "code": 1006})
+    finally:
+        if limiter is not None and connection.limited and not limiter.closes:
+            logger.info(
+                "%s: the rate limit dropped %d of %d messages%s",
+                connection.path,
+                connection.limited,
+                connection.received,
+                f" (replies: {limiter.replies})" if limiter.replying else "",
+            )
+
+
+def _over_limit(connection: Reading, limiter: Limiter) -> None:
+    """Count a message that found no token; close for it, or log the first."""
+    connection.limited += 1
+    limit = limiter.limit
+    if limiter.closes:
+        logger.info(
+            "closing %s with 1008: rate limit exceeded (%s)", connection.path, limit.describe()
+        )
+        connection.abort(1008, "rate limit exceeded")
+    elif connection.limited == 1:
+        logger.info(
+            "%s: rate limit exceeded (%s); dropping what is over it%s",
+            connection.path,
+            limit.describe(),
+            " with a reply" if limiter.replying else "",
+        )
+
+
+async def _reply(connection: Reading, limiter: Limiter) -> None:
+    """Tell the client it is over the limit, into room that is there: the reader never
+    waits for the client to read."""
+    statistics = connection.statistics()
+    if statistics.outbound_buffered < statistics.outbound_capacity:
+        # The handler may have closed the connection meanwhile: then say nothing.
+        with contextlib.suppress(ClosedResourceError):
+            await connection.send_data({"type": "websocket.send", "text": limiter.reply()})
 
 
 async def _wait_for_room(connection: Reading, message: Message) -> bool:

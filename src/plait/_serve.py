@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._connection import Connection, Handler
+from ._limits import RateLimit
 from ._options import ConnectionOptions, Heartbeat, StallPolicy
 from ._types import Receive, Scope, Send
 
@@ -24,6 +25,7 @@ async def serve_connection(
     heartbeat: Heartbeat | None = None,
     stall_timeout: float | None = 10.0,
     on_stall: StallPolicy = "close",
+    rate_limit: RateLimit | None = None,
 ) -> None:
     """Run ``handler(websocket)`` for one connection, as reader, writer and handler tasks.
 
@@ -65,6 +67,10 @@ async def serve_connection(
         on_stall: What a message read on after ``stall_timeout`` does: ``"close"``
             the connection with 1008, or ``"drop"`` the message (counted in
             :meth:`WebSocket.statistics`).
+        rate_limit: A token bucket on the messages the client sends, checked before
+            they are queued for the handler; what a message over it does (a close with
+            1008, a drop, a drop with a reply) is the limit's ``on_exceed``. See
+            :class:`RateLimit`. ``None``: no limit, and no cost.
     """
     options = ConnectionOptions(
         max_message_size=max_message_size,
@@ -76,5 +82,6 @@ async def serve_connection(
         heartbeat=heartbeat,
         stall_timeout=stall_timeout,
         on_stall=on_stall,
+        rate_limit=rate_limit,
     )
     await Connection(scope, receive, send, options).run(handler)
