@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -17,7 +18,9 @@ from ._codec import encode_json
 from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
 from ._documents import Document, client_script
+from ._exceptions import WebSocketDisconnect
 from ._lifespan import fallback_lifespan
+from ._limits import RateLimit
 from ._options import StallPolicy
 from ._origins import OriginPolicy
 from ._paths import RouteConflictError
@@ -83,6 +86,12 @@ class App:
         stall_timeout: Seconds a full inbound may go untouched before the reader reads
             on (see :func:`serve_connection`).
         on_stall: ``"close"`` (1008) or ``"drop"``: what a message read on does.
+        rate_limit: A token bucket on the messages each connection's client sends
+            (:class:`RateLimit`); a route's own ``rate_limit`` replaces it.
+        max_connections: The most WebSocket connections the App holds at once; a
+            handshake past it is refused with HTTP 503 and a JSON body naming the limit
+            (a close with 1013 after accepting, where the server has no denial
+            responses). A route may set a lower limit of its own. ``None``: no limit.
         allowed_origins: The browser origins allowed to open a WebSocket (exact
             origins, ``"https://*.example.com"``, :data:`plait.SAME_ORIGIN`); a handshake
             from another is refused with 403. ``None`` (default): no check. A route's
@@ -105,6 +114,7 @@ class App:
 
     Raises:
         RouteConflictError: Two routes have the same path template.
+        ValueError: ``max_connections`` is below 1.
     """
 
     def __init__(
@@ -120,6 +130,8 @@ class App:
         drain_timeout: float = 5.0,
         stall_timeout: float | None = 10.0,
         on_stall: StallPolicy = "close",
+        rate_limit: RateLimit | None = None,
+        max_connections: int | None = None,
         allowed_origins: Sequence[str] | None = None,
         client_path: str | None = None,
         title: str = "plait",
@@ -165,7 +177,13 @@ class App:
             drain_timeout=drain_timeout,
             stall_timeout=stall_timeout,
             on_stall=on_stall,
+            rate_limit=rate_limit,
         )
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections!r}")
+        self.max_connections = max_connections
+        # Open connections of each route that has a max_connections.
+        self._per_route: dict[WebSocketRoute, int] = {}
         self._origins = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self._connections: set[Connection] = set()
         self._all_closed: anyio.Event | None = None
@@ -247,6 +265,10 @@ class App:
         if policy is not None and not _origin_allowed(policy, scope):
             await _forbidden(WebSocket(scope, receive, send), path)
             return
+        full = self._full(route)
+        if full is not None:
+            await _too_many(WebSocket(scope, receive, send), path, full)
+            return
         # Updated in place, as Starlette's router does: a copy of the whole scope would
         # stay with every open connection.
         outer = scope.get("path_params")
@@ -254,12 +276,27 @@ class App:
         scope["plait.provided"] = self._provided
         connection = Connection(scope, receive, send, route.connection_options(self.options))
         self._connections.add(connection)
+        counted = route.max_connections is not None
+        if counted:
+            self._per_route[route] = self._per_route.get(route, 0) + 1
         try:
             await connection.run(route.serve)
         finally:
             self._connections.discard(connection)
+            if counted:
+                self._per_route[route] -= 1
             if not self._connections and self._all_closed is not None:
                 self._all_closed.set()
+
+    def _full(self, route: WebSocketRoute) -> dict[str, Any] | None:
+        """The denial's body when a connection limit is reached, else ``None``."""
+        limit = route.max_connections
+        if limit is not None and self._per_route.get(route, 0) >= limit:
+            return {"detail": "too many connections", "route": route.path, "max_connections": limit}
+        limit = self.max_connections
+        if limit is not None and len(self._connections) >= limit:
+            return {"detail": "too many connections", "max_connections": limit}
+        return None
 
     def _match(self, path: str) -> tuple[WebSocketRoute, dict[str, Any]] | None:
         for route in self.routes:
@@ -438,6 +475,20 @@ async def _forbidden(websocket: WebSocket, path: str) -> None:
 async def _shutting_down(websocket: WebSocket, path: str) -> None:
     logger.info("refused %s: the server is shutting down", _shown(path))
     await deny_handshake(websocket, 503, {"detail": "server shutting down"})
+
+
+async def _too_many(websocket: WebSocket, path: str, body: dict[str, Any]) -> None:
+    # No Retry-After: nothing tells when a connection will end, and one number for
+    # every refused client would bring them back together; their backoff spreads them.
+    logger.info("refused %s: %s", _shown(path), body)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await deny_handshake(websocket, 503, body)
+        return
+    # No denial responses: a close before accept would read as 403, so accept and say
+    # "try again later" (1013) instead.
+    with contextlib.suppress(WebSocketDisconnect):
+        await websocket.accept()
+        await websocket.close(1013, "too many connections")
 
 
 async def _not_found(websocket: WebSocket, path: str) -> None:

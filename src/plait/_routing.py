@@ -24,6 +24,7 @@ from ._injection import (
     plan_callable,
     request_parameters,
 )
+from ._limits import RateLimit
 from ._listeners import (
     InvalidMessagePolicy,
     ListenerSpec,
@@ -102,10 +103,17 @@ class WebSocketRoute:
         allowed_origins: The browser origins allowed to connect (exact,
             ``"https://*.example.com"``, or :data:`plait.SAME_ORIGIN`); others are
             refused with 403. ``None``: the App's list. See the deployment guide.
+        rate_limit: A token bucket on the messages each connection's client sends
+            (:class:`RateLimit`), in place of the App's; ``None``: the App's.
+        max_connections: The most connections this route holds at once; a handshake
+            past it is refused with HTTP 503 and a JSON body naming the limit (a close
+            with 1013 after accepting, where the server has no denial responses).
+            ``None``: no limit but the App's.
 
     Raises:
         RouteConflictError: The template is malformed.
-        ValueError: An allowed origin is not an origin, or ``on_receive`` is unknown.
+        ValueError: An allowed origin is not an origin, ``on_receive`` is unknown, or
+            ``max_connections`` is below 1.
     """
 
     def __init__(
@@ -125,7 +133,11 @@ class WebSocketRoute:
         on_disconnect: Callable[..., Any] | None = None,
         receives: Any = None,
         sends: Any = None,
+        rate_limit: RateLimit | None = None,
+        max_connections: int | None = None,
     ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections!r}")
         if on_receive not in ("discard", "close", "stream"):
             raise ValueError(
                 f"on_receive must be 'discard', 'close' or 'stream', not {on_receive!r}"
@@ -137,6 +149,8 @@ class WebSocketRoute:
         self.teardown_timeout = teardown_timeout
         self.idle_timeout = idle_timeout
         self.heartbeat = heartbeat
+        self.rate_limit = rate_limit
+        self.max_connections = max_connections
         self.subprotocols = tuple(subprotocols)
         self.tag_streams = tag_streams
         self.on_receive = on_receive
@@ -432,12 +446,14 @@ class WebSocketRoute:
 
     def connection_options(self, base: ConnectionOptions) -> ConnectionOptions:
         """The engine options for this route's connections: the App's, with the route's
-        ``idle_timeout`` and ``heartbeat`` where it sets them."""
+        ``idle_timeout``, ``heartbeat`` and ``rate_limit`` where it sets them."""
         changes: dict[str, Any] = {}
         if self.idle_timeout is not None:
             changes["idle_timeout"] = self.idle_timeout
         if self.heartbeat is not None:
             changes["heartbeat"] = self.heartbeat
+        if self.rate_limit is not None:
+            changes["rate_limit"] = self.rate_limit
         return replace(base, **changes) if changes else base
 
     def __repr__(self) -> str:
