@@ -7,8 +7,8 @@ order. Each key also carries a ``count``: how many trackings it has after the ch
 so that two tabs of one user are one presence with a count of two.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the fields' annotations are evaluated here,
+# so typing.get_type_hints() resolves them from plait.channels too (no Literal there).
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
@@ -101,7 +101,7 @@ class PresenceState:
     presences: dict[str, PresenceMember]
     """Each present key with its metas and count."""
 
-    def apply(self, diff: PresenceDiff) -> PresenceState:
+    def apply(self, diff: "PresenceDiff") -> "PresenceState":
         """The state after ``diff``: its leaves taken out (by ``ref``), then its joins
         added. A client does the same with the JSON."""
         presences = dict(self.presences)
@@ -221,7 +221,7 @@ class Change:
     """Each key the change touched, with its count after it."""
     _diff: PresenceDiff | None = None
 
-    def then(self, later: Change) -> Change:
+    def then(self, later: "Change") -> "Change":
         """This change followed by ``later``, as one change."""
         joins, leaves = dict(self.joins), dict(self.leaves)
         for ref, entry in later.leaves.items():
