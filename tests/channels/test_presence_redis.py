@@ -183,6 +183,9 @@ async def test_presence_comes_back_after_redis_restarts_empty(tmp_path: Path) ->
                     await leaving.__aexit__(None, None, None)
                 with pytest.raises(ChannelUnavailable):
                     await hub_a.presence("room").list()
+                with pytest.raises(ChannelUnavailable):  # it has no state to start from
+                    async with hub_a.presence("room").subscribe():
+                        pytest.fail("subscribed")
                 task_group.start_soon(hold, hub_b, "eve")
                 await server.start()
                 # every process writes its entries again: only what is tracked now

@@ -198,9 +198,9 @@ class PresenceViews:
                 self._ask(channel)
         try:
             await view.ready.wait()
-            if not subscription._started:
-                failure = view.failure or ChannelUnavailable(f"no presence state for {channel!r}")
-                raise failure
+            if not subscription._started:  # one error each: they may share the cause
+                reason = view.failure or f"could not read the presence of {channel!r}"
+                raise ChannelUnavailable(str(reason)) from view.failure
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.remove(subscription)
