@@ -103,6 +103,8 @@ class RedisPresence:
         self._subscribing: anyio.Lock | None = None
         self._connected = False
         self._registered = False  # has reached Redis once: has something to withdraw
+        self._rewrite_all = False  # its deadline had passed: write every channel again
+        self._wake_beat: anyio.Event | None = None
         self._deliver: DeliverDiff | None = None
         self._lost: Callable[[str], None] | None = None
         self._scripts: dict[str, coredis.commands.Script[bytes]] = {}
@@ -365,7 +367,7 @@ class RedisPresence:
             if idle and self._locks.get(channel) is lock:
                 del self._locks[channel]
         if lapsed:
-            await self._lapsed()
+            self._lapsed()
 
     async def _script(
         self,
@@ -402,13 +404,13 @@ class RedisPresence:
         remote = await client.smembers(self._channels_key(self.process))
         return list(dict.fromkeys([*self._local, *self._dirty, *(c.decode() for c in remote)]))
 
-    async def _lapsed(self) -> None:
-        """This process's deadline had passed: another may have swept its entries."""
-        client = self._client
-        if client is None:
-            return
-        logger.warning("presence heartbeat to Redis lapsed; writing this process's entries again")
-        await self._reconcile(await self._channels(client))
+    def _lapsed(self) -> None:
+        """This process's deadline had passed: another may have swept its entries.
+        The heartbeat task writes them all again, now (not the write that found out,
+        which must stay bounded)."""
+        self._rewrite_all = True
+        if self._wake_beat is not None:
+            self._wake_beat.set()
 
     async def _withdraw(self) -> None:
         """Remove this process's entries (it stops): their leaves are published now.
@@ -443,18 +445,27 @@ class RedisPresence:
         return reply == 1
 
     async def _beat_forever(self) -> None:
+        """Beat every ``ttl / 3``; write again what Redis may have wrong."""
         while True:
-            await anyio.sleep(self.ttl / 3)
-            if not self._connected:
+            wake = self._wake_beat = anyio.Event()
+            with anyio.move_on_after(self.ttl / 3):
+                await wake.wait()
+            client = self._client
+            if not self._connected or client is None:
                 continue
+            rewrite_all, self._rewrite_all = self._rewrite_all, False
             try:
-                if await self._beat():
-                    await self._lapsed()
+                if await self._beat() or rewrite_all:
+                    logger.warning(
+                        "presence heartbeat to Redis lapsed: writing this process's entries again"
+                    )
+                    await self._reconcile(await self._channels(client))
                 elif self._dirty:
                     await self._reconcile(list(self._dirty))
             except Exception as exc:
                 if not _is_failure(exc):
                     raise
+                self._rewrite_all = self._rewrite_all or rewrite_all  # next time, then
                 logger.debug("presence heartbeat failed: %s", _describe(exc))
 
     async def _sweep_forever(self) -> None:
