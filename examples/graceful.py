@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from functools import partial
+from typing import cast
 
 from hypercorn.asyncio import serve as asyncio_serve
 from hypercorn.config import Config
+from hypercorn.typing import ASGIFramework
 
 import plait
 
@@ -25,13 +27,14 @@ import plait
 def serve(app: plait.App, config: Config, worker: str = "trio") -> None:
     """Run hypercorn on ``worker``'s event loop until SIGTERM or SIGINT, then close the
     App's connections with 1001 before hypercorn stops."""
+    asgi = cast(ASGIFramework, app)  # hypercorn types its scopes more narrowly than ASGI's
     if worker == "trio":
         import trio
         from hypercorn.trio import serve as trio_serve
 
-        trio.run(partial(trio_serve, app, config, shutdown_trigger=app.shutdown_trigger))
+        trio.run(partial(trio_serve, asgi, config, shutdown_trigger=app.shutdown_trigger))
     else:
-        asyncio.run(asyncio_serve(app, config, shutdown_trigger=app.shutdown_trigger))
+        asyncio.run(asyncio_serve(asgi, config, shutdown_trigger=app.shutdown_trigger))
 
 
 def main() -> None:
