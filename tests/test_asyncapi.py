@@ -58,6 +58,8 @@ class Tick(msgspec.Struct):
 
 room = WebSocketRoute(
     "/rooms/{room}/users/{uid:int}",
+    rate_limit=plait.RateLimit(20, per=1.0, on_exceed="drop"),
+    max_connections=100,
     subprotocols=["chat.v2", "chat.v1"],
     heartbeat=Heartbeat(interval=15, timeout=5, ping="hb?", pong="hb!"),
     tag_streams=True,
@@ -164,6 +166,13 @@ def test_a_route_becomes_a_channel_with_its_parameters_and_bindings() -> None:
     }
     assert channel["x-plait-resume"] == {"query": "since"}
     assert channel["x-plait-tagged-streams"] == ["ticks", "news"]
+    assert channel["x-plait-rate-limit"] == {
+        "messages": 20,
+        "per": 1.0,
+        "burst": 20,
+        "onExceed": "drop",
+    }
+    assert channel["x-plait-max-connections"] == 100
 
 
 def test_listener_streams_and_heartbeat_become_operations() -> None:

@@ -275,6 +275,16 @@ def _channel_object(
         }
     if options.idle_timeout is not None:
         result["x-plait-idle-timeout"] = options.idle_timeout
+    if options.rate_limit is not None:
+        limit = options.rate_limit
+        result["x-plait-rate-limit"] = {
+            "messages": limit.messages,
+            "per": limit.per,
+            "burst": limit.capacity,
+            "onExceed": limit.on_exceed,
+        }
+    if route.max_connections is not None:
+        result["x-plait-max-connections"] = route.max_connections
     if query is not None and "since" in query["properties"]:
         result["x-plait-resume"] = {"query": "since"}
     if route.tag_streams:
