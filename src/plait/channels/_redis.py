@@ -16,9 +16,11 @@ and no duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +43,31 @@ if TYPE_CHECKING:
 __all__ = ("RedisBackend",)
 
 logger = logging.getLogger(__name__)
+
+
+class _CancelledConnectAttempt(logging.Filter):
+    """coredis logs "Connection attempt failed unexpectedly!" at ERROR, with a traceback,
+    when a connection attempt is cancelled: the hub stopping while it reconnects to a
+    Redis that was down. Cancelling is how plait ends that attempt, not a failure: such a
+    record is lowered to DEBUG. Failures of other kinds keep their level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.exc_info and _cancelled(record.exc_info[1]):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _cancelled(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is asyncio's or trio's cancellation (trio only if it is loaded)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(exc, trio.Cancelled)
+
+
+_COREDIS_LOGGER = logging.getLogger("coredis")
+if not any(isinstance(f, _CancelledConnectAttempt) for f in _COREDIS_LOGGER.filters):
+    _COREDIS_LOGGER.addFilter(_CancelledConnectAttempt())
 
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 2.0
