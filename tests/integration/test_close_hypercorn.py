@@ -25,7 +25,6 @@ import os
 import selectors
 import socket
 import struct
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, cast
@@ -39,7 +38,7 @@ from websockets.sync.client import ClientConnection, connect
 
 import plait
 from _records import RECORDS, Record, record_for
-from _support import answer_lifespan
+from _support import PeakRSS, answer_lifespan
 from plait import App, WebSocket, use
 from plait.testing import HypercornServer, run_hypercorn
 from plait.types import Receive, Scope, Send
@@ -422,37 +421,6 @@ def open_sockets() -> int:
         with contextlib.suppress(OSError):  # closed meanwhile
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
     return count
-
-
-def rss() -> int:
-    """This process's resident set size in bytes (the server runs in this process)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-class PeakRSS:
-    """Samples the resident set size every 10 ms in a thread; keeps the peak."""
-
-    def __init__(self) -> None:
-        self.baseline = self.peak = rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss())
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, rss())
 
 
 # -- 1. nothing lost at the close: a low-level handler ------------------------------------------

@@ -15,7 +15,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 import plait
 from _records import RECORDS, Record
+from _support import PeakRSS
 from plait import RateLimit, WebSocket
 from plait.testing import HypercornServer, run_hypercorn
 
@@ -77,37 +77,6 @@ def server(request: pytest.FixtureRequest) -> Iterator[HypercornServer]:
 
 
 # -- tools ------------------------------------------------------------------------------------
-
-
-def rss() -> int:
-    """This process's resident set size, in bytes."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-class PeakRSS:
-    """Samples the resident set size every 10 ms in a thread; keeps the peak."""
-
-    def __init__(self) -> None:
-        self.baseline = self.peak = rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss())
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, rss())
 
 
 class FloodClient:
