@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import anyio
+import time
+import uuid
+from collections import defaultdict, deque
+from typing import Any
+
 import pytest
 from examples.rooms import app
 
@@ -49,41 +53,117 @@ async def test_dashboard_example(path: str) -> None:
     assert ticks == list(range(len(ticks)))
 
 
-async def test_chat_example_rooms_presence_and_history() -> None:
+class Streams:
+    """The items of a connection with tagged streams, sorted by stream as they come
+    (untagged replies under ``"reply"``)."""
+
+    def __init__(self, ws: AsyncWebSocketTestSession) -> None:
+        self.ws = ws
+        self.waiting: dict[str, deque[Any]] = defaultdict(deque)
+
+    async def next(self, stream: str) -> Any:
+        while not self.waiting[stream]:
+            message = await self.ws.receive_json()
+            if isinstance(message, dict) and set(message) == {"stream", "data"}:
+                self.waiting[message["stream"]].append(message["data"])
+            else:
+                self.waiting["reply"].append(message)
+        return self.waiting[stream].popleft()
+
+    async def said(self) -> tuple[str, str, str]:
+        """The next message of the room: (id, user, text)."""
+        item = await self.next("messages")
+        data = item["data"]
+        assert data["type"] == "message"
+        assert abs(data["at"] - time.time()) < 60
+        return item["id"], data["user"], data["text"]
+
+
+async def test_chat_example_members_history_typing_and_resume() -> None:
     from examples.chat import app as chat_app
 
-    async def subscribed(count: int) -> None:
-        with anyio.fail_after(5):
-            # polled: the test watches the app from outside, there is no event to await
-            while chat_app.hub.statistics()["subscriptions"] < count:  # type: ignore[union-attr]  # noqa: ASYNC110
-                await anyio.sleep(0.005)
-
-    async def next_event(ws: AsyncWebSocketTestSession) -> tuple[str, dict[str, str]]:
-        message = await ws.receive_json()
-        return message["id"], message["data"]
-
+    room = f"room-{uuid.uuid4().hex[:8]}"
     async with AsyncTestClient(chat_app) as client:
-        async with client.websocket_connect("/chat/lobby?name=ada") as ada:
-            await subscribed(1)
-            async with client.websocket_connect("/chat/lobby?name=bob") as bob:
-                assert (await next_event(ada))[1] == {"type": "join", "user": "bob"}
-                await subscribed(2)
-                await bob.send_json({"text": "hi ada"})
-                said = {"type": "message", "user": "bob", "text": "hi ada"}
-                last_id, event = await next_event(ada)
-                assert event == said
-                assert (await next_event(bob))[1] == said
-            assert (await next_event(ada))[1] == {"type": "leave", "user": "bob"}
-            await ada.send_json({"text": "anyone?"})
-        # ada comes back with the last id she saw: what came after it, then live
-        async with client.websocket_connect(f"/chat/lobby?name=ada&since={last_id}") as again:
-            replayed = [(await next_event(again))[1] for _ in range(4)]
-    assert replayed == [
-        {"type": "leave", "user": "bob"},
-        {"type": "message", "user": "ada", "text": "anyone?"},
-        {"type": "leave", "user": "ada"},
-        {"type": "join", "user": "ada"},
-    ]
+        async with client.websocket_connect(f"/chat/{room}?name=ada") as ada_ws:
+            ada = Streams(ada_ws)
+            state = await ada.next("members")
+            assert (state["type"], list(state["presences"])) == ("presence_state", ["ada"])
+            await ada_ws.send_json({"type": "say", "text": "first"})
+            first_id, *first = await ada.said()
+            assert first == ["ada", "first"]
+            async with client.websocket_connect(f"/chat/{room}?name=bob") as bob_ws:
+                bob = Streams(bob_ws)
+                # a newcomer: the room's history, and everyone in it
+                assert await bob.said() == (first_id, "ada", "first")
+                assert sorted((await bob.next("members"))["presences"]) == ["ada", "bob"]
+                joined = await ada.next("members")
+                assert (joined["type"], list(joined["joins"])) == ("presence_diff", ["bob"])
+                await bob_ws.send_json({"type": "typing", "typing": True})
+                assert await ada.next("typing") == {"user": "bob", "typing": True}
+                await bob_ws.send_json({"type": "typing", "typing": False})
+                assert await ada.next("typing") == {"user": "bob", "typing": False}
+                await bob_ws.send_json({"type": "say", "text": "hi ada"})
+                last_id, *said = await ada.said()
+                assert said == ["bob", "hi ada"]
+            left = await ada.next("members")
+            assert left["leaves"]["bob"]["count"] == 0
+            await ada_ws.send_json({"type": "say", "text": "anyone?"})
+            await ada.said()
+        # ada comes back with the last id she saw: only what came after it, then live
+        async with client.websocket_connect(f"/chat/{room}?name=ada&since={last_id}") as ws:
+            again = Streams(ws)
+            assert (await again.said())[1:] == ("ada", "anyone?")
+            await ws.send_json({"type": "say", "text": "back"})
+            assert (await again.said())[1:] == ("ada", "back")  # no notice, no repeat
+
+
+async def test_chat_example_newcomers_see_the_last_hundred_without_a_notice() -> None:
+    from examples.chat import app as chat_app
+    from examples.chat.app import HISTORY
+
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    async with AsyncTestClient(chat_app) as client:
+        assert chat_app.hub is not None
+        for number in range(HISTORY + 5):
+            message = {"type": "message", "user": "bot", "text": f"m{number}", "at": 0}
+            await chat_app.hub.publish(room, message)
+        async with client.websocket_connect(f"/chat/{room}?name=ada") as ws:
+            ada = Streams(ws)
+            texts = [(await ada.next("messages"))["data"]["text"] for _ in range(HISTORY)]
+            assert texts == [f"m{number}" for number in range(5, HISTORY + 5)]
+            await ws.send_json({"type": "say", "text": "live"})
+            assert (await ada.said())[1:] == ("ada", "live")
+            assert "reply" not in ada.waiting  # the trimmed start is no news to a newcomer
+        # a resume from before the kept history is told that messages were missed
+        async with client.websocket_connect(f"/chat/{room}?name=ada&since=1-0") as ws:
+            notice = await Streams(ws).next("messages")
+            assert notice == {"recovered": False, "channels": [room]}
+
+
+async def test_chat_example_limits_a_flood_with_a_reply_and_spares_the_others() -> None:
+    from examples.chat import app as chat_app
+
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    async with (
+        AsyncTestClient(chat_app) as client,
+        client.websocket_connect(f"/chat/{room}?name=eve") as eve_ws,
+        client.websocket_connect(f"/chat/{room}?name=ada") as ada_ws,
+    ):
+        eve, ada = Streams(eve_ws), Streams(ada_ws)
+        await ada.next("members")
+        for number in range(30):
+            await eve_ws.send_json({"type": "say", "text": f"flood {number}"})
+        reply = await eve.next("reply")
+        assert reply["error"] == "rate limit exceeded"
+        assert reply["detail"] == "at most 5 messages per 1 s, burst 10"
+        await ada_ws.send_json({"type": "say", "text": "still here"})
+        heard = []
+        while (said := await ada.said())[1] == "eve":
+            heard.append(said[2])
+        assert said[1:] == ("ada", "still here")
+        assert 10 <= len(heard) < 30
+        assert heard == [f"flood {number}" for number in range(len(heard))]
+        assert "reply" not in ada.waiting
 
 
 async def test_class_listener_example_keeps_state_per_connection() -> None:

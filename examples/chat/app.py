@@ -1,24 +1,37 @@
-"""A chat over a hub: rooms, join and leave, history on reconnect.
+"""A chat over a hub: rooms, who is there, recent history, typing, resume after a drop.
 
-``hypercorn -k trio examples.chat:app`` (or plain ``hypercorn examples.chat:app``).
-Connect to ``ws://127.0.0.1:8000/chat/{room}?name=ada``; send ``{"text": "hi"}``; every
-event arrives as ``{"channel": room, "id": ..., "data": {...}}``. Reconnect with
-``&since=<the last id you saw>`` to get what you missed, then live messages.
+``hypercorn -k trio examples.chat:app`` (or plain ``hypercorn examples.chat:app``), then
+open ``http://127.0.0.1:8000/``. In one process the rooms are in memory; set
+``CHAT_REDIS_URL=redis://127.0.0.1:6379`` to share them (messages, history and who is
+there) between processes through Redis.
 
-One route serves both directions at once: a listener publishes what the client says, a
-stream pushes what the room says. In one process the hub is in memory; set
-``CHAT_REDIS_URL=redis://127.0.0.1:6379`` to share rooms between processes through
-Redis.
+One WebSocket per user, ``ws://127.0.0.1:8000/chat/{room}?name=ada``, carries three
+streams at once, each item tagged ``{"stream": name, "data": ...}``:
 
-The same app serves a browser page for the chat at ``http://127.0.0.1:8000/``: plain HTML
-and JavaScript from ``static/``, answered by a few lines of ASGI passed to the App as its
-HTTP ``fallback``, and plait's browser client at ``/plait.js`` (``client_path``), which
-reconnects and resumes with ``since``.
+- ``messages``: the room's recent history (the last 100 messages), then what is said,
+  each as ``{"channel": room, "id": ..., "data": {"type": "message", "user", "text",
+  "at"}}`` (``at``: seconds since the epoch). Reconnect with ``&since=<the last id you
+  saw>`` to get only what you missed; ``{"recovered": false, ...}`` comes first when
+  the history no longer held all of it.
+- ``typing``: ``{"user": ..., "typing": true}`` while someone types, ``false`` when
+  they stop.
+- ``members``: presence, ``{"type": "presence_state", ...}`` with everyone in the
+  room (you included), then a ``{"type": "presence_diff", ...}`` per join and leave.
+
+The client sends ``{"type": "say", "text": "hi"}`` and ``{"type": "typing", "typing":
+true}``; at most 5 messages a second (bursts of 10) per connection, past which a message
+is dropped and the client is told ``{"error": "rate limit exceeded", ...}``. The server
+pings ``ping`` every 20 s; answer ``pong``.
+
+The page is plain HTML and JavaScript from ``static/``, answered by a few lines of ASGI
+passed to the App as its HTTP ``fallback``, with plait's browser client at ``/plait.js``
+(``client_path``), which answers the pings, reconnects and resumes with ``since``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,11 +40,12 @@ import anyio
 import msgspec
 
 import plait
-from plait import Hub, Query
-from plait.channels import Backend, ChannelMessage, MemoryBackend
+from plait import Heartbeat, Hub, Query, RateLimit
+from plait.channels import Backend, ChannelMessage, MemoryBackend, PresenceEvent, Tracking
 from plait.types import Receive, Scope, Send
 
 HISTORY = 100
+"""Messages kept per room: what a newcomer sees, and how far back a resume reaches."""
 
 
 def make_backend() -> Backend:
@@ -44,54 +58,98 @@ def make_backend() -> Backend:
     return RedisBackend(url, history=HISTORY)
 
 
-class Say(msgspec.Struct):
-    """What a client sends."""
-
-    text: str
-
-
-async def presence(room: str, name: str, hub: Hub) -> AsyncIterator[str]:
-    """Announce the user; the code after ``yield`` runs however the connection ends."""
-    await hub.publish(room, {"type": "join", "user": name})
-    yield name
-    await hub.publish(room, {"type": "leave", "user": name})
+def typing_channel(room: str) -> str:
+    """Typing goes on a channel of its own: it is not history, and must not look like it."""
+    return f"{room}/typing"
 
 
-chat = plait.WebSocketRoute("/chat/{room}")
+class Say(msgspec.Struct, tag="say"):
+    """Say something to the room."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Typing(msgspec.Struct, tag="typing"):
+    """Start (``true``) or stop (``false``) typing."""
+
+    typing: bool = True
+
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+async def present(room: str, name: Name, hub: Hub) -> AsyncIterator[Tracking]:
+    """In the room's member list while the connection lasts, however it ends: the
+    tracking ends when this dependency is torn down, even by a cancellation."""
+    async with hub.presence(room).track(name, {"joined": round(time.time())}) as tracking:
+        yield tracking
+
+
+Me = Annotated[Tracking, plait.use(present)]
+
+chat = plait.WebSocketRoute(
+    "/chat/{room}",
+    tag_streams=True,
+    heartbeat=Heartbeat(interval=20, timeout=10),
+    rate_limit=RateLimit(messages=5, per=1.0, burst=10, on_exceed="reply"),
+)
 
 
 @chat.listener
-async def say(data: Say, room: str, user: Annotated[str, plait.use(presence)], hub: Hub) -> None:
-    """Publish what the user said to the room (nothing is sent back directly)."""
-    await hub.publish(room, {"type": "message", "user": user, "text": data.text[:500]})
+async def hear(data: Say | Typing, room: str, me: Me, hub: Hub) -> None:
+    """Publish what the user says, or that they type (nothing is sent back directly)."""
+    if isinstance(data, Say):
+        message = {"type": "message", "user": me.key, "text": data.text, "at": time.time()}
+        await hub.publish(room, message)
+    else:
+        await hub.publish(typing_channel(room), {"user": me.key, "typing": data.typing})
 
 
 @chat.stream
-async def hear(
-    room: str,
-    hub: Hub,
-    user: Annotated[str, plait.use(presence)],
-    since: Annotated[str | None, Query()] = None,
+async def messages(
+    room: str, hub: Hub, since: Annotated[str | None, Query()] = None
 ) -> AsyncGenerator[ChannelMessage | dict[str, Any], None]:
-    """Everything said in the room: missed messages first when ``since`` is given, after
-    ``{"recovered": false, ...}`` when the history no longer held all of them."""
-    async with hub.subscribe(room, since=since, buffer=256, policy="disconnect") as messages:
-        notice = messages.recovery_notice()
-        if notice is not None:
+    """The room's recent history, then what is said in it; after ``since`` only what
+    came after that id, led by ``{"recovered": false, ...}`` if some of it is gone."""
+    # "0-0", before any id: a newcomer gets everything the history keeps. That the
+    # history no longer holds the room's first messages is no news to a newcomer.
+    start = "0-0" if since is None else since
+    async with hub.subscribe(room, since=start, buffer=2 * HISTORY, policy="disconnect") as said:
+        notice = said.recovery_notice()
+        if notice is not None and since is not None:
             yield notice
-        async for message in messages:
+        async for message in said:
             yield message
+
+
+@chat.stream
+async def typing(room: str, hub: Hub) -> AsyncGenerator[Any, None]:
+    """Who starts or stops typing: ``{"user", "typing"}``. Nothing is replayed."""
+    async with hub.subscribe(typing_channel(room), buffer=16) as typed:  # drop_oldest
+        async for message in typed:
+            yield message.data
+
+
+@chat.stream
+async def members(room: str, hub: Hub, me: Me) -> AsyncGenerator[PresenceEvent, None]:
+    """Everyone in the room (this connection already among them), then who comes and
+    goes."""
+    async with hub.presence(room).subscribe() as events:
+        async for event in events:
+            yield event
 
 
 CONTENT_TYPES = {
     ".html": b"text/html; charset=utf-8",
     ".js": b"text/javascript; charset=utf-8",
     ".css": b"text/css; charset=utf-8",
+    ".svg": b"image/svg+xml",
 }
 STATIC = Path(__file__).parent / "static"
 # Only the files found here at import can be served: no path from a request reaches the disk.
 PAGES = {f"/{file.name}": file for file in STATIC.iterdir() if file.suffix in CONTENT_TYPES}
 PAGES["/"] = STATIC / "index.html"
+PAGES["/favicon.ico"] = STATIC / "favicon.svg"  # asked for by name whatever the page says
 
 
 async def static_files(scope: Scope, receive: Receive, send: Send) -> None:

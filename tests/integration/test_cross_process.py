@@ -1,7 +1,8 @@
 """Two hypercorn processes (asyncio and trio workers) sharing one Redis.
 
 Each process serves the chat example with ``CHAT_REDIS_URL`` set: a client of the first
-publishes, a client of the second receives everything, in order, nothing lost. The
+publishes, a client of the second receives everything, in order, nothing lost, and both
+see the same members. The
 helpers here start any app that way (``test_presence_hypercorn.py`` uses them too).
 """
 
@@ -19,9 +20,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.integration
 
@@ -95,33 +97,44 @@ def servers() -> Iterator[dict[str, int]]:
         yield {worker: server.port for worker, server in started.items()}
 
 
+def tagged(ws: ClientConnection, stream: str) -> Any:
+    """The next item of the chat's ``stream``, skipping the other streams' items."""
+    while True:
+        message = json.loads(ws.recv(timeout=10))
+        if message.get("stream") == stream:
+            return message["data"]
+
+
 def test_a_message_published_in_one_process_reaches_the_other(servers: dict[str, int]) -> None:
     room = f"room-{uuid.uuid4().hex}"
-    count = 200
-    # since=0-0 on a fresh room: the whole history first (its own join, published
-    # before its stream subscribed), then live messages, with no gap
-    receiver_url = f"ws://127.0.0.1:{servers['trio']}/chat/{room}?name=receiver&since=0-0"
+    count = 10  # the chat's burst: all go through its rate limit at once
+    receiver_url = f"ws://127.0.0.1:{servers['trio']}/chat/{room}?name=receiver"
     sender_url = f"ws://127.0.0.1:{servers['asyncio']}/chat/{room}?name=sender"
     with connect(receiver_url, open_timeout=10) as receiver:
-        assert json.loads(receiver.recv(timeout=10))["data"] == {
-            "type": "join",
-            "user": "receiver",
-        }
-        # The sender's own stream echoes the room to it too; it never reads them, so
-        # it must not stop reading the socket (max_queue) or it would not see the
-        # server's close frame queued behind them and wait out its close timeout.
+        assert list(tagged(receiver, "members")["presences"]) == ["receiver"]
+        # The sender's own streams echo the room to it too; it never reads most of
+        # them, so it must not stop reading the socket (max_queue) or it would not see
+        # the server's close frame queued behind them and wait out its close timeout.
         with connect(sender_url, open_timeout=10, max_queue=None) as sender:
-            joined = json.loads(receiver.recv(timeout=10))["data"]
-            assert joined == {"type": "join", "user": "sender"}  # across the processes
+            # who is there is the same in both processes
+            assert sorted(tagged(sender, "members")["presences"]) == ["receiver", "sender"]
+            joined = tagged(receiver, "members")
+            assert (joined["type"], list(joined["joins"])) == ("presence_diff", ["sender"])
             for i in range(count):
-                sender.send(json.dumps({"text": f"message {i}"}))
+                sender.send(json.dumps({"type": "say", "text": f"message {i}"}))
             texts: list[str] = []
             ids: list[str] = []
             while len(texts) < count:
-                event = json.loads(receiver.recv(timeout=10))
-                if event["data"]["type"] == "message":
-                    texts.append(event["data"]["text"])
-                    ids.append(event["id"])
+                event = tagged(receiver, "messages")
+                assert event["data"]["user"] == "sender"
+                texts.append(event["data"]["text"])
+                ids.append(event["id"])
+        left = tagged(receiver, "members")
+        assert left["leaves"]["sender"]["count"] == 0  # across the processes too
+        # a newcomer in the other process gets the room's history from Redis
+        with connect(sender_url.replace("sender", "late"), open_timeout=10) as late:
+            history = [tagged(late, "messages")["data"]["text"] for _ in range(count)]
+        assert history == texts
     assert texts == [f"message {i}" for i in range(count)]  # in order, nothing lost
     keys = [tuple(int(part) for part in i.split("-")) for i in ids]
     assert keys == sorted(keys)

@@ -202,32 +202,36 @@ def test_dashboard_tags_both_streams_and_answers_a_command(url: Url, path: str) 
     assert all(isinstance(stamp, float) for stamp in seen["clock"])
 
 
-def test_chat_two_clients_see_each_others_messages(url: Url) -> None:
+def test_chat_two_clients_see_each_others_messages_members_and_typing(url: Url) -> None:
     room = f"room-{uuid.uuid4().hex[:8]}"
 
-    def event(ws: ClientConnection) -> dict[str, str]:
-        message = receive_json(ws)
-        assert message["channel"] == room
-        data: dict[str, str] = message["data"]
-        return data
+    def item(ws: ClientConnection, stream: str) -> Any:
+        """The next item of ``stream`` (the others are not asserted on here)."""
+        while True:
+            message = receive_json(ws)
+            if message.get("stream") == stream:
+                return message["data"]
 
-    # since=0-0: the room's whole history, then live messages with no gap, so a
-    # client that has seen its own join is subscribed and will miss nothing after it
-    with open_client(url("chat", f"/chat/{room}?name=ada&since=0-0")) as ada:
-        assert event(ada) == {"type": "join", "user": "ada"}
-        with open_client(url("chat", f"/chat/{room}?name=bob&since=0-0")) as bob:
-            assert event(bob) == {"type": "join", "user": "ada"}
-            assert event(bob) == {"type": "join", "user": "bob"}
-            assert event(ada) == {"type": "join", "user": "bob"}
-            bob.send(json.dumps({"text": "hi ada"}))
-            from_bob = {"type": "message", "user": "bob", "text": "hi ada"}
-            assert event(ada) == from_bob
-            assert event(bob) == from_bob
-            ada.send(json.dumps({"text": "hi bob"}))
-            from_ada = {"type": "message", "user": "ada", "text": "hi bob"}
-            assert event(bob) == from_ada
-            assert event(ada) == from_ada
-        assert event(ada) == {"type": "leave", "user": "bob"}
+    def said(ws: ClientConnection) -> tuple[str, str]:
+        data = item(ws, "messages")["data"]
+        return data["user"], data["text"]
+
+    with open_client(url("chat", f"/chat/{room}?name=ada")) as ada:
+        ada.send(json.dumps({"type": "say", "text": "before bob"}))
+        assert said(ada) == ("ada", "before bob")  # her own: her stream is live
+        with open_client(url("chat", f"/chat/{room}?name=bob")) as bob:
+            assert said(bob) == ("ada", "before bob")  # the room's history
+            assert sorted(item(bob, "members")["presences"]) == ["ada", "bob"]
+            bob.send(json.dumps({"type": "typing"}))
+            assert item(ada, "typing") == {"user": "bob", "typing": True}
+            bob.send(json.dumps({"type": "say", "text": "hi ada"}))
+            assert said(ada) == ("bob", "hi ada")
+            ada.send(json.dumps({"type": "say", "text": "hi bob"}))
+            assert said(bob) == ("bob", "hi ada")  # each hears the whole room
+            assert said(bob) == ("ada", "hi bob")
+        while not (diff := item(ada, "members")).get("leaves"):
+            pass
+        assert diff["leaves"]["bob"]["count"] == 0
 
 
 def test_rooms_refuses_without_token_and_echoes_with_it(url: Url) -> None:
