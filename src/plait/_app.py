@@ -28,6 +28,7 @@ from ._routing import WebSocketRoute, deny_handshake
 from ._types import ASGIApp, Receive, Scope, Send
 from ._websocket import WebSocket
 from .channels._hub import Hub
+from .otel import Telemetry
 
 __all__ = ("App",)
 
@@ -111,6 +112,9 @@ class App:
         asyncapi_js_url: Where that page loads the component's standalone bundle (a CDN
             by default; serve your own copy where pages may not reach one).
         asyncapi_css_url: Where that page loads the component's styles.
+        telemetry: Spans and metrics for every connection through OpenTelemetry
+            (:class:`plait.otel.Telemetry`, the ``otel`` extra); ``None`` (default):
+            none, and no cost.
 
     Raises:
         RouteConflictError: Two routes have the same path template.
@@ -142,6 +146,7 @@ class App:
         asyncapi_docs_path: str | None = None,
         asyncapi_js_url: str = COMPONENT_URL,
         asyncapi_css_url: str = COMPONENT_CSS_URL,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.routes: list[WebSocketRoute] = []
         self.title, self.version, self.description = title, version, description
@@ -189,6 +194,9 @@ class App:
         self._all_closed: anyio.Event | None = None
         self._closing = False  # from close_connections() to the next lifespan startup
         self._grace: anyio.CancelScope | None = None
+        self.telemetry = telemetry
+        if telemetry is not None and hub is not None:
+            telemetry.observe_hub(hub)
         self.include_routes(*routes)
 
     def include_routes(self, *routes: WebSocketRoute | type[Listener]) -> None:
@@ -274,13 +282,20 @@ class App:
         outer = scope.get("path_params")
         scope["path_params"] = {**outer, **params} if outer else params
         scope["plait.provided"] = self._provided
+        observed = None
+        if self.telemetry is not None:
+            observed = self.telemetry._observe(route.path, scope, receive, send)
+            receive, send = observed.receive, observed.send
         connection = Connection(scope, receive, send, route.connection_options(self.options))
         self._connections.add(connection)
         counted = route.max_connections is not None
         if counted:
             self._per_route[route] = self._per_route.get(route, 0) + 1
         try:
-            await connection.run(route.serve)
+            if observed is None:
+                await connection.run(route.serve)
+            else:
+                await observed.run(connection, route.serve)
         finally:
             self._connections.discard(connection)
             if counted:

@@ -281,6 +281,9 @@ async def _listen(
     websocket: WebSocket, spec: ListenerSpec, call: Callable[[Any], Awaitable[Any]]
 ) -> None:
     codec = spec.codec
+    traced = websocket.scope.get("plait.trace_listener")  # plait.otel: a span per call
+    if traced is not None:
+        call = traced(call)
 
     async def handle(data: Any) -> None:
         reply = codec.encode(await call(data))

@@ -6,6 +6,7 @@ from ._connection import Connection, Handler
 from ._limits import RateLimit
 from ._options import ConnectionOptions, Heartbeat, StallPolicy
 from ._types import Receive, Scope, Send
+from .otel import Telemetry
 
 __all__ = ("serve_connection",)
 
@@ -26,6 +27,7 @@ async def serve_connection(
     stall_timeout: float | None = 10.0,
     on_stall: StallPolicy = "close",
     rate_limit: RateLimit | None = None,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Run ``handler(websocket)`` for one connection, as reader, writer and handler tasks.
 
@@ -71,6 +73,9 @@ async def serve_connection(
             they are queued for the handler; what a message over it does (a close with
             1008, a drop, a drop with a reply) is the limit's ``on_exceed``. See
             :class:`RateLimit`. ``None``: no limit, and no cost.
+        telemetry: A span and metrics for the connection through OpenTelemetry
+            (:class:`plait.otel.Telemetry`); with no route, the span is named
+            ``WebSocket``. ``None``: none, and no cost.
     """
     options = ConnectionOptions(
         max_message_size=max_message_size,
@@ -84,4 +89,8 @@ async def serve_connection(
         on_stall=on_stall,
         rate_limit=rate_limit,
     )
-    await Connection(scope, receive, send, options).run(handler)
+    if telemetry is None:
+        await Connection(scope, receive, send, options).run(handler)
+        return
+    observed = telemetry._observe(None, scope, receive, send)
+    await observed.run(Connection(scope, observed.receive, observed.send, options), handler)

@@ -181,12 +181,12 @@ class Subscription:
     def _put(self, message: ChannelMessage) -> None:
         """Queue a live message (from the hub; never blocks)."""
         if self._failed:
-            self.dropped += 1  # nobody will read it: the subscriber is being let go
+            self._count_dropped(1)  # nobody will read it: the subscriber is being let go
             return
         if len(self._live) >= self.buffer:
             if self.policy == "disconnect":
                 self._failed = True
-                self.dropped += len(self._live) + 1  # what was queued, and this one
+                self._count_dropped(len(self._live) + 1)  # what was queued, and this one
                 self._live.clear()
                 if self._close_now is not None and self._waiter is None:
                     # Not waiting for messages: busy, maybe stuck in a send to a client
@@ -200,13 +200,17 @@ class Subscription:
             elif self.policy == "drop_oldest":
                 self._live.popleft()
                 self._live.append(message)
-                self.dropped += 1
+                self._count_dropped(1)
             else:
-                self.dropped += 1
+                self._count_dropped(1)
         else:
             self._live.append(message)
         if self._waiter is not None:
             self._wake(self._waiter)
+
+    def _count_dropped(self, count: int) -> None:
+        self.dropped += count
+        self._hub._dropped[self.policy] += count  # by policy, for plait.otel
 
     def _add_replay(self, stored: Iterable[ChannelMessage]) -> None:
         self._replay.extend(stored)
@@ -239,6 +243,10 @@ class Hub:
     def __init__(self, backend: Backend | None = None) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         self._subscribers: dict[str, set[Subscription]] = {}
+        # Messages dropped for slow subscribers, by policy (plait.otel reports them).
+        self._dropped: dict[str, int] = dict.fromkeys(
+            ("drop_oldest", "drop_newest", "disconnect"), 0
+        )
         # Channels the backend listens to, and the listens in flight: a subscriber
         # cancelled while it joins must not leave the others deaf.
         self._listened: set[str] = set()
