@@ -1,69 +1,237 @@
-"""The chat example's page in headless Chromium: two users in one room, and a page that
-outlives a killed and restarted server (with Redis) without a gap or a duplicate.
+"""The chat demo's page in headless Chromium: three users join a room, chat, type, lose
+their connection and leave, and each page shows what it should; a flood is limited.
 
-Redis is taken from ``PLAIT_REDIS_URL`` (default ``redis://127.0.0.1:6379``); without
-one the restart test fails.
+Screenshots of the pages at each step (a wide page and a phone-sized one) are saved when
+``PLAIT_SCREENSHOTS`` names a directory; they are not part of the repository::
+
+    PLAIT_SCREENSHOTS=/tmp/chat-shots pytest -p no:cacheprovider tests/browser/test_chat_browser.py
+
+The tests with Redis (a killed server, two processes) are in ``test_chat_redis_browser.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
+import re
 import socket
-import subprocess
-import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import coredis
 import pytest
 from _browser import WORKERS, Browser, Worker, serve
-from anyio.from_thread import start_blocking_portal
 from examples.chat import app
 from playwright.sync_api import Page, expect
 
-from plait.channels import Hub, RedisBackend
 from plait.testing import run_hypercorn
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "test-artifacts" / "chat-browser.png"
-REDIS_URL = os.environ.get("PLAIT_REDIS_URL", "redis://127.0.0.1:6379")
+SHOTS = os.environ.get("PLAIT_SCREENSHOTS")
+CLOCK = re.compile(r"^\d{1,2}:\d{2}( [AP]M)?$")
+PHONE = {"width": 375, "height": 700}
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save the page as ``<PLAIT_SCREENSHOTS>/<name>.png``, if that is set."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=Path(SHOTS) / f"{name}.png")
 
 
 def join(page: Page, url: str, room: str, name: str) -> None:
     """Open the chat page, join ``room`` as ``name`` and wait until it is connected."""
-    page.goto(url)
-    page.fill("#room", room)
+    page.goto(f"{url}?room={room}")
     page.fill("#name", name)
     page.click("#join-button")
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
-    expect(page.locator("#status")).to_have_text(f"Connected to {room} as {name}")
+    expect(page.locator("#status")).to_have_text(f"Connected as {name}")
+    expect(page.locator("#room-name")).to_have_text(room)
 
 
-def test_a_message_sent_on_one_page_appears_on_the_other(browser: Browser) -> None:
+def say(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+    expect(page.locator("#text")).to_have_value("")
+
+
+def texts(page: Page) -> list[str]:
+    return page.locator("#messages li.message .text").all_inner_texts()
+
+
+class Cutter:
+    """A TCP proxy in front of the server whose connections the test cuts, as a network
+    that goes away would: no close frame, the page sees 1006. While cut, new
+    connections are refused too, until :meth:`mend`."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port: int = self.listener.getsockname()[1]
+        self.open = True
+        self.stopped = False
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def _accept(self) -> None:
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self.open:
+                client.close()  # refused, as by a network still down
+                continue
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            with self.lock:
+                self.sockets |= {client, server}
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with self.lock:
+                    self.sockets.discard(end)
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        with self.lock:
+            cut, self.sockets = self.sockets, set()
+        for end in cut:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def mend(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.stopped = True
+        self.cut()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_three_users_join_chat_type_lose_the_connection_and_leave(
+    browser: Browser, worker: Worker
+) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    with serve(app, worker) as server:
+        cutter = Cutter(server.port)  # bob's connection goes through it
+        try:
+            ada, bob, cy = browser.page(), browser.page(), browser.page()
+            cy.set_viewport_size(PHONE)  # cy reads on a phone
+            join(ada, server.url("/", scheme="http"), room, "ada")
+            join(bob, cutter.url(), room, "bob")
+            expect(ada.locator("#messages li.event")).to_have_text(["bob joined"])
+            say(ada, "hello")
+            say(bob, "hi ada")
+            for page in (ada, bob):
+                expect(page.locator("#messages li.message .text")).to_have_text(["hello", "hi ada"])
+            # your own messages are marked, and every message has its time
+            expect(ada.locator("#messages li.message.mine .text")).to_have_text(["hello"])
+            expect(bob.locator("#messages li.message.mine .text")).to_have_text(["hi ada"])
+            expect(ada.locator("#messages li.message time")).to_have_text([CLOCK, CLOCK])
+
+            # cy, late: the room's history and everyone in it, herself marked
+            join(cy, server.url("/", scheme="http"), room, "cy")
+            expect(cy.locator("#messages li.message .text")).to_have_text(["hello", "hi ada"])
+            expect(cy.locator("#messages li.message .user")).to_have_text(["ada", "bob"])
+            expect(cy.locator("#messages li.message time")).to_have_text([CLOCK, CLOCK])
+            for page in (ada, bob, cy):
+                expect(page.locator("#members li")).to_have_text(["ada", "bob", "cy"])
+                expect(page.locator("#member-count")).to_have_text("(3)")
+            expect(cy.locator("#members li.me")).to_have_text(["cy"])
+            # a phone: no scrolling sideways, the members still shown
+            assert cy.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            expect(cy.locator("#members")).to_be_visible()
+            screenshot(cy, f"{worker}-1-phone-joined")
+
+            # typing: shown to the others, not to the typist, and cleared
+            ada.locator("#text").press_sequentially("typing a l")
+            for page in (bob, cy):
+                expect(page.locator("#typing")).to_have_text("ada is typing…")
+                expect(page.locator("#members li.typing")).to_have_text(["ada"])
+            expect(ada.locator("#typing")).to_have_text("")
+            screenshot(bob, f"{worker}-2-typing")
+            ada.fill("#text", "")
+            ada.locator("#text").dispatch_event("input")
+            for page in (bob, cy):
+                expect(page.locator("#typing")).to_have_text("")
+
+            # bob's connection is cut, and stays down while the others talk
+            cutter.cut()
+            expect(bob.locator("#status")).to_have_attribute("data-state", "closed")
+            expect(bob.locator("#status")).to_contain_text("Disconnected (1006)")
+            missed = [f"while bob is away {number}" for number in range(4)]
+            for number, text in enumerate(missed):
+                say(ada if number % 2 else cy, text)
+            expect(cy.locator("#messages li.message .text")).to_have_text(
+                ["hello", "hi ada", *missed]
+            )
+            screenshot(bob, f"{worker}-3-disconnected")
+            cutter.mend()
+            expect(bob.locator("#status")).to_have_attribute("data-state", "open")
+            say(bob, "back")  # after what he missed: each message once, in order
+            everything = ["hello", "hi ada", *missed, "back"]
+            for page in (ada, bob, cy):
+                expect(page.locator("#messages li.message .text")).to_have_text(everything)
+            expect(bob.locator("#messages li.notice")).to_have_count(0)  # nothing lost
+            expect(bob.locator("#members li")).to_have_text(["ada", "bob", "cy"])
+
+            # cy leaves: gone from the others' lists
+            cy.click("#leave-button")
+            expect(cy.locator("#join")).to_be_visible()
+            for page in (ada, bob):
+                expect(page.locator("#members li")).to_have_text(["ada", "bob"])
+                expect(page.locator("#messages li.event").last).to_have_text("cy left")
+            screenshot(ada, f"{worker}-4-after-cy-left")
+        finally:
+            cutter.close()
+
+
+def test_a_flood_is_limited_with_a_notice_and_spares_the_others(browser: Browser) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
     with serve(app) as server:
-        ada = browser.page()
-        bob = browser.page()
-        join(ada, server.url("/", scheme="http"), "browser-test", "ada")
-        join(bob, server.url("/", scheme="http"), "browser-test", "bob")
-        # ada seeing bob arrive shows that her subscription is live before bob speaks
-        expect(ada.locator("#messages li.join")).to_have_text(["bob joined"])
-
-        bob.fill("#text", "hello from bob")
-        bob.press("#text", "Enter")
-
-        said = ada.locator("#messages li.message")
-        expect(said.locator(".text")).to_have_text(["hello from bob"])
-        expect(said.locator(".user")).to_have_text(["bob"])
-        expect(bob.locator("#messages li.message .text")).to_have_text(["hello from bob"])
-        expect(bob.locator("#text")).to_have_value("")
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        ada.screenshot(path=SCREENSHOT)
+        eve, ada = browser.page(), browser.page()
+        join(eve, server.url("/", scheme="http"), room, "eve")
+        join(ada, server.url("/", scheme="http"), room, "ada")
+        eve.evaluate(
+            """() => {
+                const text = document.getElementById("text");
+                const form = document.getElementById("say");
+                for (let number = 0; number < 30; number++) {
+                    text.value = `flood ${number}`;
+                    form.requestSubmit();
+                }
+            }"""
+        )
+        expect(eve.locator("#alert")).to_be_visible()
+        expect(eve.locator("#alert")).to_contain_text("Slow down: at most 5 messages per 1 s")
+        screenshot(eve, "flood")
+        say(ada, "still fine")
+        expect(eve.locator("#messages li.message .text").last).to_have_text("still fine")
+        heard = texts(ada)
+        assert heard[-1] == "still fine"
+        assert 10 <= len(heard) - 1 < 30  # the burst and a few more, not the flood
+        assert heard[:-1] == [f"flood {number}" for number in range(len(heard) - 1)]
+        expect(ada.locator("#alert")).to_be_hidden()
 
 
 @pytest.mark.parametrize(
@@ -72,6 +240,8 @@ def test_a_message_sent_on_one_page_appears_on_the_other(browser: Browser) -> No
         ("/", "text/html; charset=utf-8", b"<title>plait chat</title>"),
         ("/chat.js", "text/javascript; charset=utf-8", b'from "/plait.js"'),
         ("/chat.css", "text/css; charset=utf-8", b"#messages"),
+        ("/favicon.svg", "image/svg+xml", b"<svg"),
+        ("/favicon.ico", "image/svg+xml", b"<svg"),
     ],
 )
 def test_the_page_is_served_over_http(path: str, content_type: str, contains: bytes) -> None:
@@ -85,113 +255,3 @@ def test_the_page_is_served_over_http(path: str, content_type: str, contains: by
                 urllib.request.urlopen(server.url(missing, scheme="http"), timeout=5)
             assert info.value.code == 404
             info.value.close()
-
-
-class ChatProcess:
-    """``hypercorn examples.chat:app`` in a process of its own, with its rooms in Redis,
-    on one port across restarts."""
-
-    def __init__(self, worker: Worker, log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
-        self.worker = worker
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "CHAT_REDIS_URL": REDIS_URL, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "hypercorn", "-w", "0", "-k", self.worker,
-                   "-b", f"127.0.0.1:{self.port}", "examples.chat:app"]  # fmt: skip
-        with self.log.open("ab") as log:  # a file: nobody reads a pipe while the test runs
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def wait_listening(self) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"hypercorn exited:\n{self.log.read_text(errors='replace')}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"hypercorn did not listen on {self.port}")
-
-    def kill(self) -> None:
-        """SIGKILL: the connections end with no close frame, as when the network goes."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-@contextmanager
-def chat_process(worker: Worker, log: Path) -> Iterator[ChatProcess]:
-    server = ChatProcess(worker, log)
-    server.start()
-    try:
-        server.wait_listening()
-        yield server
-    finally:
-        server.kill()
-
-
-async def _remove_keys(room: str) -> None:
-    async with coredis.Redis.from_url(REDIS_URL) as redis:
-        keys = [key async for key in redis.scan_iter(match=f"plait:*{room}")]
-        if keys:
-            await redis.delete(keys)
-
-
-# Records what the page's status said, to see the connection that was lost.
-WATCH_STATUS = """() => {
-    const status = document.getElementById("status");
-    window.statuses = [];
-    new MutationObserver(() => window.statuses.push(status.textContent))
-        .observe(status, { childList: true, characterData: true, subtree: true });
-}"""
-
-
-@pytest.mark.parametrize("worker", WORKERS)
-def test_a_page_outlives_a_killed_server_with_no_gap_and_no_duplicate(
-    browser: Browser, worker: Worker, tmp_path: Path
-) -> None:
-    """60 messages are published through Redis; after the 10th the server is killed and
-    started again while publishing goes on. The page lists all 60, once each, in order."""
-    room = f"restart-{uuid.uuid4().hex}"
-    count, kill_after = 60, 10
-    with (
-        chat_process(worker, tmp_path / "hypercorn.log") as server,
-        start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(Hub(RedisBackend(REDIS_URL, history=100))) as hub,
-    ):
-        try:
-            page = browser.page()
-            join(page, f"http://127.0.0.1:{server.port}/", room, "ada")
-            texts = page.locator("#messages li.message .text")
-            # publish until one arrives: from then on the page's subscription is live
-            while not texts.count():
-                portal.call(hub.publish, room, {"type": "message", "user": "bot", "text": "ready"})
-                page.wait_for_timeout(100)
-            page.evaluate(WATCH_STATUS)
-            for number in range(count):
-                event = {"type": "message", "user": "bot", "text": f"m{number}"}
-                portal.call(hub.publish, room, event)
-                if number == kill_after:
-                    server.kill()
-                    server.start()  # publishing goes on while it starts
-                time.sleep(0.05)
-
-            shown = page.locator("#messages li.message .text:not(:text-is('ready'))")
-            expect(shown).to_have_text([f"m{number}" for number in range(count)], timeout=10_000)
-            expect(page.locator("#status")).to_have_attribute("data-state", "open")
-            statuses: list[str] = page.evaluate("window.statuses")
-            assert any(
-                status.startswith("Disconnected (1006); reconnecting") for status in statuses
-            )
-            expect(page.locator("#messages li.notice")).to_have_count(0)  # nothing was lost
-        finally:
-            portal.call(_remove_keys, room)
