@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 REFERENCE = DOCS / "reference"
-PUBLIC_MODULES = ("plait", "plait.testing", "plait.channels", "plait.types")
+PUBLIC_MODULES = ("plait", "plait.testing", "plait.channels", "plait.types", "plait.otel")
 
 # Languages of blocks that may be written in the page itself.
 ALLOWED_LANGUAGES = frozenset({"console", "sh", "text"})

@@ -71,7 +71,7 @@ def test_a_missing_trio_names_the_trio_extra(monkeypatch: pytest.MonkeyPatch) ->
         pytest.fail("the trio backend ran without trio")
 
 
-PUBLIC_MODULES = ("plait", "plait.channels", "plait.testing", "plait.types")
+PUBLIC_MODULES = ("plait", "plait.channels", "plait.testing", "plait.types", "plait.otel")
 # typing.get_type_hints reads a class's string annotations in the module its __module__
 # names, and these annotate with names that only their own module has.
 KEEP_THEIR_MODULE = {"plait.URL", "plait.ConnectionOptions", "plait.Listener"}
@@ -116,8 +116,7 @@ def sample_exceptions() -> list[BaseException]:
     return [
         value(*arguments.get(value.__name__, ("what went wrong",)))
         for _, value in public_objects()
-        if isinstance(value, type)
-        and issubclass(value, BaseException)
+        if isinstance(value, type) and issubclass(value, BaseException)
     ]
 
 

@@ -20,7 +20,9 @@ from plait.testing import AsyncTestClient, WebSocketDenied
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("module_name", ["plait", "plait.testing", "plait.types", "plait.channels"])
+@pytest.mark.parametrize(
+    "module_name", ["plait", "plait.testing", "plait.types", "plait.channels", "plait.otel"]
+)
 def test_all_lists_exactly_the_public_names(module_name: str) -> None:
     module = importlib.import_module(module_name)
     for name in module.__all__:

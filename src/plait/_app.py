@@ -23,12 +23,12 @@ from ._lifespan import fallback_lifespan
 from ._limits import RateLimit
 from ._options import StallPolicy
 from ._origins import OriginPolicy
+from ._otel import Telemetry
 from ._paths import RouteConflictError
 from ._routing import WebSocketRoute, deny_handshake
 from ._types import ASGIApp, Receive, Scope, Send
 from ._websocket import WebSocket
 from .channels._hub import Hub
-from .otel import Telemetry
 
 __all__ = ("App",)
 

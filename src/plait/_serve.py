@@ -5,8 +5,8 @@ from __future__ import annotations
 from ._connection import Connection, Handler
 from ._limits import RateLimit
 from ._options import ConnectionOptions, Heartbeat, StallPolicy
+from ._otel import Telemetry
 from ._types import Receive, Scope, Send
-from .otel import Telemetry
 
 __all__ = ("serve_connection",)
 
