@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,12 +98,16 @@ def servers() -> Iterator[dict[str, int]]:
         yield {worker: server.port for worker, server in started.items()}
 
 
+WAITING: dict[tuple[int, str], list[Any]] = defaultdict(list)
+
+
 def tagged(ws: ClientConnection, stream: str) -> Any:
-    """The next item of the chat's ``stream``, skipping the other streams' items."""
-    while True:
+    """The next item of the chat's ``stream``; the streams' items come in no set order
+    between streams, so those of the others wait for their turn."""
+    while not WAITING[id(ws), stream]:
         message = json.loads(ws.recv(timeout=10))
-        if message.get("stream") == stream:
-            return message["data"]
+        WAITING[id(ws), message.get("stream", "reply")].append(message.get("data"))
+    return WAITING[id(ws), stream].pop(0)
 
 
 def test_a_message_published_in_one_process_reaches_the_other(servers: dict[str, int]) -> None:

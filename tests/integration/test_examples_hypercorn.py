@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import datetime, timedelta
@@ -205,12 +206,15 @@ def test_dashboard_tags_both_streams_and_answers_a_command(url: Url, path: str) 
 def test_chat_two_clients_see_each_others_messages_members_and_typing(url: Url) -> None:
     room = f"room-{uuid.uuid4().hex[:8]}"
 
+    waiting: dict[tuple[int, str], list[Any]] = defaultdict(list)
+
     def item(ws: ClientConnection, stream: str) -> Any:
-        """The next item of ``stream`` (the others are not asserted on here)."""
-        while True:
+        """The next item of ``stream``; the streams' items come in no set order between
+        streams, so those of the others wait for their turn."""
+        while not waiting[id(ws), stream]:
             message = receive_json(ws)
-            if message.get("stream") == stream:
-                return message["data"]
+            waiting[id(ws), message.get("stream", "reply")].append(message.get("data"))
+        return waiting[id(ws), stream].pop(0)
 
     def said(ws: ClientConnection) -> tuple[str, str]:
         data = item(ws, "messages")["data"]
