@@ -91,8 +91,9 @@ def test_the_heartbeat_keeps_an_idle_page_open_past_the_idle_timeout(
     browser: Browser, worker: Worker
 ) -> None:
     with serve(probe_app(), worker) as server:
-        # the client's own timeout (0.6 s) is longer than the route's ping interval
-        answering = open_probe(browser, server, "/idle", heartbeat={"timeout": 600})
+        # the client's own timeout (2 s) is longer than the route's ping interval (0.25 s),
+        # with room for a loaded machine's delays (0.6 s was seen to trip)
+        answering = open_probe(browser, server, "/idle", heartbeat={"timeout": 2000})
         silent = open_probe(browser, server, "/idle", heartbeat=False, backoff={"min": 10_000})
         expect(answering.locator("#state")).to_have_text("open")
         # Without answers the route closes the page: what the heartbeat test guards against.

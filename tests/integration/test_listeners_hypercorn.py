@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
@@ -364,7 +365,9 @@ def test_heartbeat_pings_every_interval(server: HypercornServer) -> None:
         pinged = answer_pings(ws, 1.1)
     gaps = [b - a for a, b in itertools.pairwise([0.0, *pinged])]
     assert len(pinged) >= 4, f"pings at {pinged}"
-    assert all(0.1 < gap < 0.3 for gap in gaps), f"pings at {pinged}"
+    # Never early, on time as a rule; a loaded two-core machine may delay one (seen: 0.32).
+    assert all(0.1 < gap < 0.45 for gap in gaps), f"pings at {pinged}"
+    assert 0.15 < statistics.median(gaps) < 0.3, f"pings at {pinged}"
 
 
 def test_heartbeat_closes_a_client_that_does_not_answer(server: HypercornServer) -> None:
