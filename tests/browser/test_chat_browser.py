@@ -42,7 +42,9 @@ def screenshot(page: Page, name: str) -> None:
 
 def join(page: Page, url: str, room: str, name: str) -> None:
     """Open the chat page, join ``room`` as ``name`` and wait until it is connected."""
-    page.goto(f"{url}?room={room}")
+    # Loading the page and its scripts from a server just started, beside a busy test
+    # run on two cores, has taken over the 5 s every other wait gets.
+    page.goto(f"{url}?room={room}", timeout=15_000)
     page.fill("#name", name)
     page.click("#join-button")
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
