@@ -504,7 +504,9 @@ def test_hypercorn_w0_trio_takes_sigint_for_a_keyboard_interrupt_where_code_runs
             assert GRACEFUL <= at - signalled < GRACEFUL + SLACK
         assert server.wait() == 0, server.output()
     names = server.names()
-    assert names.index("finally busy") < names.index("teardown busy")
+    # Where the KeyboardInterrupt lands in the busy handler is the signal's timing (in
+    # its finally block itself, once in CI on Python 3.13): only its teardown is sure.
+    assert "teardown busy" in names
     assert names.index("finally idle") < names.index("teardown idle")
     assert names[-1] == "lifespan shutdown with 0 connections"
 
