@@ -21,7 +21,7 @@ import logging
 import random
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,20 @@ if TYPE_CHECKING:
 __all__ = ("RedisBackend",)
 
 logger = logging.getLogger(__name__)
+
+
+async def published(
+    pubsub: coredis.patterns.pubsub.PubSub[bytes],
+) -> AsyncIterator[tuple[bytes, bytes]]:
+    """The ``(topic, frame)`` of each message published to ``pubsub``'s subscriptions,
+    as bytes; subscription notices and anything else are skipped."""
+    while True:
+        message = await pubsub.get_message()
+        if message is None or message["type"] != "message":
+            continue
+        topic, frame = message["channel"], message["data"]
+        if isinstance(topic, bytes) and isinstance(frame, bytes):
+            yield topic, frame
 
 
 class _CancelledConnectAttempt(logging.Filter):
@@ -298,13 +312,7 @@ class RedisBackend:
                     self._recovered += 1
 
     async def _receive(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
-        while True:
-            message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
-                continue
-            topic, frame = message["channel"], message["data"]
-            if not (isinstance(topic, bytes) and isinstance(frame, bytes)):
-                continue
+        async for topic, frame in published(pubsub):
             message_id, _, payload = frame.partition(b" ")
             if not topic.startswith(self._prefix) or not _ID.fullmatch(message_id):
                 logger.debug("ignored a message that plait did not publish on %r", topic)

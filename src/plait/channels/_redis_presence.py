@@ -52,7 +52,7 @@ from anyio.abc import TaskStatus
 from .._codec import decode_json
 from .._exceptions import MessageDecodeError
 from ._backend import ChannelUnavailable, DeliverDiff
-from ._redis import _converted, _describe, _is_failure, _redacted
+from ._redis import _converted, _describe, _is_failure, _redacted, published
 from ._redis_presence_scripts import BEAT, DEAD, FORGET, SWEEP, WRITE
 
 __all__ = ("RedisPresence",)
@@ -279,13 +279,7 @@ class RedisPresence:
 
     async def _receive(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
         prefix = self._topic_prefix
-        while True:
-            message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
-                continue
-            topic, frame = message["channel"], message["data"]
-            if not (isinstance(topic, bytes) and isinstance(frame, bytes)):
-                continue
+        async for topic, frame in published(pubsub):
             if not topic.startswith(prefix):
                 continue
             change = _parse(frame)
