@@ -1,6 +1,7 @@
 """AsyncAPI 3.0 documents for an App's WebSocket routes.
 
-Everything comes from what the routes already planned: the path template, the handshake
+Everything comes from what the routes already planned, read through each route's
+``describe()`` (a :class:`RouteDescription`): the path template, the handshake
 parameters and their types, the listener's ``data`` and return annotations, each
 stream's yield type, the heartbeat, the subprotocols. Schemas come from msgspec
 (:func:`msgspec.json.schema_components`) and are shared through ``components``; nothing
@@ -28,7 +29,7 @@ from ._injection import Parameter
 
 if TYPE_CHECKING:
     from ._options import ConnectionOptions
-    from ._routing import WebSocketRoute
+    from ._routing import RouteDescription, WebSocketRoute
 
 __all__ = ("COMPONENT_CSS_URL", "COMPONENT_URL", "build_document", "docs_page")
 
@@ -78,10 +79,10 @@ def build_document(
     schemas = _Schemas()
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-    for route in routes:
+    for route in [each.describe(options) for each in routes]:
         name = _KEY.sub("_", _address(route).strip("/")).strip("_")
         channel_id = _unique(name or "root", channels)
-        channel, channel_operations = _describe_route(route, channel_id, options, schemas)
+        channel, channel_operations = _describe_route(route, channel_id, schemas)
         channels[channel_id] = channel
         operations.update(channel_operations)
     info: dict[str, Any] = {"title": title, "version": version}
@@ -163,13 +164,13 @@ class _Channel:
 
 
 def _describe_route(
-    route: WebSocketRoute, channel_id: str, base: ConnectionOptions, schemas: _Schemas
+    route: RouteDescription, channel_id: str, schemas: _Schemas
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     channel = _Channel(channel_id)
-    options = route.connection_options(base)
-    listener = route._listener
+    options = route.options
+    listener = route.listener
     if listener is not None:
-        name = _func_name(route._listener_class or listener.plan.func)
+        name = _func_name(route.listener_class or listener.plan.func)
         incoming = channel.message(
             name, _message(name, listener.data_type, schemas, listener.plan.func)
         )
@@ -180,7 +181,7 @@ def _describe_route(
             )
             more["reply"] = {"channel": {"$ref": f"#/channels/{channel_id}"}, "messages": [reply]}
         channel.operation("receive", name, [incoming], **_compact(more))
-    for spec in route._streams:
+    for spec in route.streams:
         item: Any = spec.item_type
         message = _message(spec.name, item, schemas, spec.plan.func)
         if route.tag_streams:
@@ -197,7 +198,7 @@ def _describe_route(
             [channel.message(spec.name, message)],
             **_compact({"summary": summary}),
         )
-    if listener is None and route._streams and route.on_receive == "stream":
+    if listener is None and route.streams and route.on_receive == "stream":
         incoming = channel.message("incoming", {"name": "incoming", "payload": {}})
         channel.operation("receive", "incoming", [incoming], summary="Read by the streams.")
     if route.handler is not None:
@@ -215,12 +216,13 @@ def _describe_route(
             summary=f"The client's answer; silence for {beat.timeout:g} s after a ping closes "
             "with 1001.",
         )
-    return _channel_object(route, channel, options, schemas), channel.operations
+    return _channel_object(route, channel, schemas), channel.operations
 
 
 def _channel_object(
-    route: WebSocketRoute, channel: _Channel, options: ConnectionOptions, schemas: _Schemas
+    route: RouteDescription, channel: _Channel, schemas: _Schemas
 ) -> dict[str, Any]:
+    options = route.options
     result: dict[str, Any] = {"address": _address(route)}
     summary = _summary(_main_func(route))
     if summary:
@@ -228,7 +230,7 @@ def _channel_object(
     if channel.messages:
         result["messages"] = channel.messages
     by_source: dict[str, list[Parameter]] = {}
-    for parameter in route._request_parameters:
+    for parameter in route.request_parameters:
         by_source.setdefault(parameter.kind, []).append(parameter)
     kinds = {match.group(1): match.group(2) or "str" for match in _PARAM.finditer(route.path)}
     path_parameters = {p.key: p for p in by_source.get("path", [])}
@@ -288,11 +290,11 @@ def _channel_object(
     if query is not None and "since" in query["properties"]:
         result["x-plait-resume"] = {"query": "since"}
     if route.tag_streams:
-        result["x-plait-tagged-streams"] = [spec.name for spec in route._streams]
+        result["x-plait-tagged-streams"] = [spec.name for spec in route.streams]
     return result
 
 
-def _declared(route: WebSocketRoute, channel: _Channel, schemas: _Schemas) -> None:
+def _declared(route: RouteDescription, channel: _Channel, schemas: _Schemas) -> None:
     """A low-level handler's messages, as its route declared them (``receives=``,
     ``sends=``)."""
     name = _func_name(route.handler)
@@ -495,18 +497,18 @@ def _servers(servers: Mapping[str, str] | Iterable[str]) -> dict[str, Any]:
     return result
 
 
-def _address(route: WebSocketRoute) -> str:
+def _address(route: RouteDescription) -> str:
     """The route's path with its parameters as ``{name}`` (converters are not AsyncAPI)."""
     return _PARAM.sub(lambda match: "{" + match.group(1) + "}", route.path)
 
 
-def _main_func(route: WebSocketRoute) -> Any:
-    if route._listener_class is not None:
-        return route._listener_class
-    if route._listener is not None:
-        return route._listener.plan.func
-    if route._streams:
-        return route._streams[0].plan.func
+def _main_func(route: RouteDescription) -> Any:
+    if route.listener_class is not None:
+        return route.listener_class
+    if route.listener is not None:
+        return route.listener.plan.func
+    if route.streams:
+        return route.streams[0].plan.func
     return route.handler
 
 

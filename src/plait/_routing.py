@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar, overload
 
 import anyio
@@ -40,6 +40,7 @@ from ._state import WebSocketState
 from ._websocket import WebSocket, validate_close
 
 __all__ = (
+    "RouteDescription",
     "WebSocketRoute",
     "listener",
     "stream",
@@ -51,6 +52,44 @@ logger = logging.getLogger(__name__)
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 ListenerT = TypeVar("ListenerT", bound=Callable[..., Any])
 StreamT = TypeVar("StreamT", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDescription:
+    """What a route serves, as :meth:`WebSocketRoute.describe` tells it: plait's internal
+    interface for the AsyncAPI builder, which reads routes through it and nothing else.
+
+    A snapshot: registering a listener or a stream afterwards changes the route, not a
+    description already taken.
+    """
+
+    path: str
+    """The path template, converters included (``/users/{id:int}``)."""
+    options: ConnectionOptions
+    """The engine options the route's connections get: the App's, with the route's own."""
+    handler: Callable[..., Awaitable[Any]] | None
+    """The low-level handler, if the route has one."""
+    listener: ListenerSpec | None
+    """The listener as planned, if the route has one."""
+    listener_class: type[Any] | None
+    """The :class:`~plait.Listener` subclass the listener comes from, if it does."""
+    streams: tuple[StreamSpec, ...]
+    """The streams as planned, in the order they were registered."""
+    request_parameters: tuple[Parameter, ...]
+    """Every parameter read from the handshake (path, query, header, cookie), once,
+    whichever of the route's functions and dependencies asks for it."""
+    on_receive: OnReceive
+    """What the route does with incoming messages when it has streams and no listener."""
+    tag_streams: bool
+    """Whether stream items go out as ``{"stream": name, "data": item}``."""
+    subprotocols: tuple[str, ...]
+    """The subprotocols the route speaks, in its order of preference."""
+    receives: Any
+    """For a low-level handler, the declared type of the messages it receives."""
+    sends: Any
+    """For a low-level handler, the declared type of the messages it sends."""
+    max_connections: int | None
+    """The route's own connection limit."""
 
 
 class WebSocketRoute:
@@ -443,6 +482,31 @@ class WebSocketRoute:
             if accepted and "on_disconnect" in hooks:
                 with anyio.move_on_after(self.teardown_timeout, shield=True):
                     await _call_hook(resolver, hooks["on_disconnect"], bound)
+
+    def describe(self, base: ConnectionOptions) -> RouteDescription:
+        """What this route serves, for plait's AsyncAPI builder: plait's internal
+        interface, not part of the public API.
+
+        Args:
+            base: The App's connection options, which the route's own complete.
+
+        :meta private:
+        """
+        return RouteDescription(
+            path=self.path,
+            options=self.connection_options(base),
+            handler=self.handler,
+            listener=self._listener,
+            listener_class=self._listener_class,
+            streams=tuple(self._streams),
+            request_parameters=tuple(self._request_parameters),
+            on_receive=self.on_receive,
+            tag_streams=self.tag_streams,
+            subprotocols=self.subprotocols,
+            receives=self.receives,
+            sends=self.sends,
+            max_connections=self.max_connections,
+        )
 
     def connection_options(self, base: ConnectionOptions) -> ConnectionOptions:
         """The engine options for this route's connections: the App's, with the route's
