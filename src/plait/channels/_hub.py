@@ -457,8 +457,16 @@ class Hub:
             raise TypeError(f"{type(self.backend).__name__} does not offer presence")
         return Presence(self, channel, max_key=max_key, max_meta=max_meta, max_entries=max_entries)
 
-    async def _presence_views(self) -> PresenceViews:
-        """The hub's presence views, started on first use."""
+    async def presence_views(self) -> PresenceViews:
+        """The hub's presence views, started on first use: plait's internal interface
+        for :class:`~plait.channels.Presence`, not part of the public API (use
+        :meth:`presence`).
+
+        Raises:
+            RuntimeError: The hub is not running.
+
+        :meta private:
+        """
         views = self._views
         if views is not None:
             return views

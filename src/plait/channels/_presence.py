@@ -64,7 +64,7 @@ class Tracking:
         entry, data = encode_entry(
             self.key, meta, max_key=presence.max_key, max_meta=presence.max_meta
         )
-        store = (await presence._hub._presence_views()).store
+        store = (await presence._hub.presence_views()).store
         old, self.ref, self.meta = self.ref, store.new_ref(), data
         with anyio.CancelScope(shield=True):  # the store bounds its own wait
             await store.change(presence.channel, {self.ref: entry}, [old])
@@ -144,7 +144,7 @@ class Presence:
             RuntimeError: The hub is not running.
         """
         entry, data = encode_entry(key, meta, max_key=self.max_key, max_meta=self.max_meta)
-        store = (await self._hub._presence_views()).store
+        store = (await self._hub.presence_views()).store
         if store.count(self.channel) >= self.max_entries:
             raise PresenceFull(
                 f"this process already tracks {self.max_entries} presences on {self.channel!r}"
@@ -170,7 +170,7 @@ class Presence:
             ChannelUnavailable: Redis could not be reached (1013).
             RuntimeError: The hub is not running.
         """
-        store = (await self._hub._presence_views()).store
+        store = (await self._hub.presence_views()).store
         try:
             with anyio.fail_after(_READ_TIMEOUT):
                 _, stored = await store.state(self.channel)
@@ -200,7 +200,7 @@ class Presence:
             RuntimeError: The hub is not running.
         """
         subscription = PresenceSubscription(self.channel, buffer)
-        views = await self._hub._presence_views()
+        views = await self._hub.presence_views()
         await views.add(subscription)
         try:
             yield subscription
