@@ -24,6 +24,7 @@ from plait import (
     use,
 )
 from plait.testing import AsyncTestClient, WebSocketDenied
+from plait.types import ASGIApp
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ async def reply(app: App, path: str, **options: Any) -> Any:
         return await ws.receive_json()
 
 
-async def denial(app: App, path: str, **options: Any) -> WebSocketDenied:
+async def denial(app: ASGIApp, path: str, **options: Any) -> WebSocketDenied:
     async with AsyncTestClient(app) as client:
         with pytest.raises(WebSocketDenied) as info:
             async with client.websocket_connect(path, **options):
@@ -226,6 +227,53 @@ async def test_litestar_mapping_form() -> None:
 
     got = await reply(App(routes=[route]), "/m", headers={"Authorization": "Bearer ada"})
     assert got == "ada"
+
+
+# -- provided by the App ----------------------------------------------------------------
+
+
+async def test_the_apps_hub_reaches_the_handler_and_not_the_scope() -> None:
+    """The hub goes from the App to the route directly: the scope, which middleware
+    reads and may rewrite, does not carry it, and a value put there provides nothing."""
+    hub = plait.Hub()
+
+    @plait.websocket("/hub")
+    async def handler(ws: WebSocket, given: plait.Hub) -> None:
+        await ws.accept()
+        in_scope = [
+            key
+            for key, value in ws.scope.items()
+            if value is hub or (isinstance(value, dict) and hub in value.values())
+        ]
+        await ws.send_json({"the app's": given is hub, "in the scope": in_scope})
+
+    app = App(routes=[handler], hub=hub)
+
+    async def forging(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "plait.provided": {"hub": plait.Hub()}}
+        await app(scope, receive, send)
+
+    async with AsyncTestClient(forging) as client, client.websocket_connect("/hub") as ws:
+        assert await ws.receive_json() == {"the app's": True, "in the scope": []}
+
+
+async def test_a_hub_parameter_without_the_apps_hub_fails_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @plait.websocket("/hub")
+    async def handler(ws: WebSocket, hub: plait.Hub) -> None:
+        raise AssertionError("not reached")
+
+    app = App(routes=[handler])
+
+    async def forging(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "plait.provided": {"hub": plait.Hub()}}
+        await app(scope, receive, send)
+
+    assert (await denial(forging, "/hub")).status_code == 500
+    assert "nothing provides Hub for the parameter 'hub'" in caplog.text
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -281,21 +281,23 @@ class App:
         # stay with every open connection.
         outer = scope.get("path_params")
         scope["path_params"] = {**outer, **params} if outer else params
-        scope["plait.provided"] = self._provided
         observed = None
         if self.telemetry is not None:
             observed = self.telemetry._observe(route.path, scope, receive, send)
             receive, send = observed.receive, observed.send
         connection = Connection(scope, receive, send, route.connection_options(self.options))
+        # What the App provides (its hub) goes to the route directly, not through the
+        # scope, where any middleware could read or forge it.
+        serve = partial(route.serve, provided=self._provided)
         self._connections.add(connection)
         counted = route.max_connections is not None
         if counted:
             self._per_route[route] = self._per_route.get(route, 0) + 1
         try:
             if observed is None:
-                await connection.run(route.serve)
+                await connection.run(serve)
             else:
-                await observed.run(connection, route.serve)
+                await observed.run(connection, serve)
         finally:
             self._connections.discard(connection)
             if counted:

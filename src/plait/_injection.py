@@ -225,11 +225,19 @@ class Resolver:
     Args:
         websocket: The connection.
         stack: Where generator factories are entered; closing it tears them down.
+        provided: The values the App provides, by key (``{"hub": hub}``): a parameter
+            annotated with a type whose ``__plait_provided__`` names a key gets its value.
     """
 
-    def __init__(self, websocket: WebSocket, stack: AsyncExitStack) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        stack: AsyncExitStack,
+        provided: Mapping[str, Any] | None = None,
+    ) -> None:
         self._websocket = websocket
         self._stack = stack
+        self._provided: Mapping[str, Any] = provided or {}
         self._values: dict[tuple[str, str, Any, bool], Any] = {}
         self._reused: dict[Callable[..., Any], Any] = {}
 
@@ -300,13 +308,12 @@ class Resolver:
         if parameter.kind == "websocket":
             return self._websocket
         if parameter.kind == "provided":
-            provided = self._websocket.scope.get("plait.provided", {})
-            if parameter.key not in provided:
+            if parameter.key not in self._provided:
                 raise InjectionError(
                     f"nothing provides {parameter.annotation.__qualname__} for the parameter "
                     f"{parameter.name!r}: give it to the App (App({parameter.key}=...))"
                 )
-            return provided[parameter.key]
+            return self._provided[parameter.key]
         plan = parameter.dependency
         if plan is None:
             return self._values[parameter.identity]

@@ -410,16 +410,24 @@ class WebSocketRoute:
 
     # -- serving ----------------------------------------------------------------------
 
-    async def serve(self, websocket: WebSocket) -> None:
+    async def serve(
+        self, websocket: WebSocket, *, provided: Mapping[str, Any] | None = None
+    ) -> None:
         """Serve one connection: resolve parameters, run the handler(s), tear down.
 
         Bad handshake parameters and :class:`Deny` refuse the connection; dependency
         teardowns run however the connection ends.
+
+        Args:
+            websocket: The connection.
+            provided: What the App provides to parameters by their type (its hub, for
+                a parameter annotated ``Hub``), passed here by the App itself: never
+                read from the ASGI scope, where middleware could set anything.
         """
         if self._plan is None and self._listener is None and not self._streams:
             raise PlaitError(f"no handler was registered for the route {self.path!r}")
         stack = AsyncExitStack()
-        resolver = Resolver(websocket, stack)
+        resolver = Resolver(websocket, stack, provided)
         try:
             try:
                 resolver.read_handshake(self._request_parameters)
