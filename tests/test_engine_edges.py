@@ -53,7 +53,9 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 class FakeServer:
     """The server's side of one connection: what the application receives, what it sent.
 
-    It answers the application's close as a client does, with a disconnect.
+    It answers the application's close as a client does, with a disconnect, and delivers
+    the client's messages only once the application accepted, as a server does: a client
+    cannot send a message before the handshake is over.
     """
 
     def __init__(self, *incoming: Message) -> None:
@@ -61,6 +63,7 @@ class FakeServer:
         self.sent: list[Message] = []
         self.left_at: float | None = None  # when the application was handed the disconnect
         self._arrived = anyio.Event()
+        self._accepted = anyio.Event()
 
     def deliver(self, *messages: Message) -> None:
         self.incoming.extend(messages)
@@ -70,6 +73,8 @@ class FakeServer:
         while not self.incoming:
             self._arrived = anyio.Event()
             await self._arrived.wait()
+        if self.incoming[0]["type"] == "websocket.receive":
+            await self._accepted.wait()
         message = self.incoming.pop(0)
         if message["type"] == "websocket.disconnect":
             self.left_at = anyio.current_time()
@@ -77,6 +82,8 @@ class FakeServer:
 
     async def send(self, message: Message) -> None:
         self.sent.append(message)
+        if message["type"] == "websocket.accept":
+            self._accepted.set()
         if message["type"] == "websocket.close":
             self.deliver(leave(message.get("code", 1000)))
 

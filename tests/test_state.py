@@ -13,7 +13,8 @@ S = WebSocketState
 def connected() -> ConnectionState:
     state = ConnectionState()
     state.did_receive("websocket.connect")
-    state.did_send("websocket.accept", state.check_send("websocket.accept"), 1000, "")
+    state.check_send("websocket.accept")
+    state.did_send("websocket.accept")
     return state
 
 
@@ -45,7 +46,8 @@ def test_accept_twice_is_refused() -> None:
 
 def test_send_after_application_close_raises_closed() -> None:
     state = connected()
-    state.did_send("websocket.close", state.check_send("websocket.close"), 4000, "bye")
+    state.check_send("websocket.close")
+    state.did_send("websocket.close", code=4000, reason="bye")
     with pytest.raises(WebSocketClosed, match="application already closed") as info:
         state.check_send("websocket.send")
     assert isinstance(info.value, WebSocketDisconnect)
@@ -78,7 +80,8 @@ def test_close_before_accept_denies() -> None:
 
 def test_denial_response_states() -> None:
     state = ConnectionState()
-    state.did_send("", state.check_send("websocket.http.response.start"), 1000, "")
+    state.check_send("websocket.http.response.start")
+    state.did_send("websocket.http.response.start")
     assert state.application is S.RESPONSE
     more = state.check_send("websocket.http.response.body", more_body=True)
     assert more is S.RESPONSE
@@ -104,3 +107,25 @@ def test_data_read_before_the_disconnect_is_still_data() -> None:
     state.peer_disconnected(1006, "")
     state.did_receive("websocket.receive")
     assert state.peer is S.DISCONNECTED
+
+
+def test_the_next_state_comes_from_the_table_not_the_caller() -> None:
+    state = ConnectionState()
+    state.did_send("websocket.http.response.start")
+    state.did_send("websocket.http.response.body", more_body=True)
+    assert state.application is S.RESPONSE
+    state.did_send("websocket.http.response.body", code=1000)
+    assert (state.application, state.closed_by) == (S.DISCONNECTED, "application")
+    assert not state.accepted
+
+
+def test_engine_close_and_the_peer_closing_record_the_first_close() -> None:
+    state = connected()
+    assert state.accepted
+    state.peer_closing(1001, "going away")
+    assert state.peer is S.CONNECTED  # what it sent before leaving can still be read
+    state.application_closed(1008, "too slow")
+    assert (state.close_code, state.closed_by) == (1001, "peer")
+    assert state.application is S.DISCONNECTED
+    state.application_closed(1011, "")  # closed already: nothing changes
+    assert state.close_code == 1001

@@ -16,7 +16,13 @@ from typing import Any, NamedTuple
 
 import sniffio
 
-__all__ = ("Waiters", "waiters")
+__all__ = ("YIELD_EVERY", "Waiters", "waiters")
+
+YIELD_EVERY = 16
+"""Calls of a send or a receive that found room or a message, after which the next one
+yields to the event loop (a cancellation point and a turn for every other task): a loop
+of them cannot starve the loop, on asyncio either, where a server's send may complete
+without suspending. Every 16th: 0.3 µs a call on asyncio, where a yield costs 5 µs."""
 
 
 class Waiters(NamedTuple):
@@ -24,12 +30,14 @@ class Waiters(NamedTuple):
 
     A waiter is created by ``new()``, awaited directly (``await waiter``) by the one task
     that parks on it, and woken at most once by ``wake(waiter)``; ``woken(waiter)`` says
-    whether that happened, also after the waiting task was cancelled.
+    whether that happened, also after the waiting task was cancelled. ``checkpoint()``
+    is the loop's own: a cancellation point that lets every other ready task run first.
     """
 
     new: Callable[[], Awaitable[None]]
     wake: Callable[[Any], None]
     woken: Callable[[Any], bool]
+    checkpoint: Callable[[], Awaitable[None]]
 
 
 _BUILT: dict[str, Waiters] = {}
@@ -70,7 +78,11 @@ def _asyncio_waiters() -> Waiters:
     def woken(future: asyncio.Future[None]) -> bool:
         return future.done() and not future.cancelled()
 
-    return Waiters(new, wake, woken)
+    async def checkpoint() -> None:
+        # anyio delivers a cancel scope's cancellation to a task that yields.
+        await asyncio.sleep(0)
+
+    return Waiters(new, wake, woken, checkpoint)
 
 
 def _trio_waiters() -> Waiters:
@@ -111,4 +123,4 @@ def _trio_waiters() -> Waiters:
     def woken(waiter: TrioWaiter) -> bool:
         return waiter.set
 
-    return Waiters(TrioWaiter, wake, woken)
+    return Waiters(TrioWaiter, wake, woken, lowlevel.checkpoint)

@@ -18,11 +18,13 @@ import anyio
 from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
+from ._backend import YIELD_EVERY, waiters
 from ._channel import Channel
 from ._children import Children
 from ._ending import await_disconnect, close_and_drain, close_for, close_for_end, send_goodbye
 from ._engine import closer
 from ._exceptions import WebSocketStateError
+from ._lifecycle import Action, Event, Phase, transition
 from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat
 from ._outbound import Outbound, baton_allowed
 from ._reader import read
@@ -38,36 +40,36 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[WebSocket], Awaitable[Any]]
 """A connection handler: an async function taking the :class:`WebSocket`."""
 
-_CONNECTED: Final = WebSocketState.CONNECTED
 _CONNECTING: Final = WebSocketState.CONNECTING
 
 
 class Connection:
     """The engine's side of one connection; see :func:`serve_connection`.
 
-    It is the :class:`~plait._engine.Engine` its WebSocket holds.
+    It is the :class:`~plait._engine.Engine` its WebSocket holds. Its life is the
+    table of :mod:`plait._lifecycle`: every decision goes through :meth:`_on`, which
+    looks the transition up and carries out its actions.
     """
 
     __slots__ = (
-        "_accepted",
         "_asgi_receive",
         "_asgi_send",
+        "_asked",
         "_children",
         "_disconnect",
-        "_drained",
         "_goodbye",
         "_handler_scope",
-        "_holding",
         "_holds",
-        "_leaving",
         "_outbound",
-        "_peer_left",
         "_state",
         "_task_group",
+        "_ticks",
+        "_timer",
         "dropped",
         "inbound",
         "limited",
         "options",
+        "phase",
         "received",
         "send_data",
         "websocket",
@@ -86,34 +88,41 @@ class Connection:
             baton=baton_allowed(),
             start_writer=self._start,
             failed=self._send_failed,
+            final_sent=partial(self._on, Event.CLOSE_SENT),
         )
         # The hot path of data messages: straight to the outbound side.
         self.send_data = self._outbound.send
+        self.phase = Phase.HANDSHAKE
         self._task_group: TaskGroup | None = None
         self._handler_scope: anyio.CancelScope | None = None
+        self._timer: anyio.CancelScope | None = None
         self._children: Children | None = None
         self.received = self.dropped = self.limited = 0
-        # The handler took a message and has not asked for the next one yet; or it
-        # holds messages that it still works on (a listener's concurrent calls).
-        self._holding = False
+        self._ticks = 0  # receives since the last checkpoint
+        # While the peer's leaving: work on taken messages not done yet (a listener's
+        # concurrent calls), and whether the handler asked past the last message.
         self._holds = 0
-        # The peer's disconnect while the handler still takes what came before it.
-        self._leaving: Message | None = None
-        self._drained: anyio.Event | None = None
-        # Set once the connection is over from the engine's point of view; a receive
-        # pending in the handler returns it instead of being cancelled.
+        self._asked = False
+        # What a receive gets once the inbound is closed and empty.
         self._disconnect: Message | None = None
         self._goodbye: tuple[int, str] | None = None
-        self._peer_left = False
-        self._accepted = False
         self.websocket = WebSocket._run_by(scope, self)
         self._state = self.websocket._state
 
     # -- the engine interface of the WebSocket ---------------------------------------
 
     async def receive(self) -> Message:
-        """The next message the reader read; the disconnect once they are all taken."""
-        self._holding = False
+        """The next message the reader read; the disconnect once they are all taken.
+
+        A checkpoint: one that finds a message waiting yields to the other tasks
+        once every few calls, so that a loop of them cannot starve the event loop.
+        """
+        ticks = self._ticks + 1
+        if ticks >= YIELD_EVERY:
+            self._ticks = 0
+            await waiters().checkpoint()
+        else:
+            self._ticks = ticks
         try:
             message = await self.inbound.receive()
         except EndOfStream:
@@ -124,23 +133,34 @@ class Connection:
             if self._disconnect is not None:
                 return self._disconnect
             raise
-        if message["type"] == "websocket.receive":
-            self._holding = True
-        elif self._leaving is not None:
-            self._check_drained()  # the handshake's message, taken after the peer left
+        if (
+            self.phase is Phase.LEAVING
+            and message["type"] == "websocket.connect"
+            and not len(self.inbound)
+        ):
+            self._take_disconnect()  # the handshake's client left right after it
         return message
 
     async def send(self, message: Message) -> None:
         """Send a message already checked by the WebSocket's state machine.
 
         Raises:
-            ClosedResourceError: The connection is over.
+            ClosedResourceError: The connection is over, or the peer left.
         """
         if message["type"] == "websocket.accept":
-            self._accepted = True
-            if self._task_group is not None:
-                start_watchdogs(self._task_group, self, self.options)
+            self._on(Event.ACCEPTED)
         await self._outbound.send(message)
+
+    async def send_reply(self, message: Message) -> None:
+        """Send a listener's reply or a stream's item; dropped when nobody can read it."""
+        with contextlib.suppress(ClosedResourceError):
+            await self._outbound.send(message)
+
+    def departure(self) -> tuple[int, str] | None:
+        """The peer's close while the handler still takes what it sent before leaving."""
+        if self.phase is Phase.LEAVING:
+            return (self._state.close_code or 1005, self._state.close_reason)
+        return None
 
     def statistics(self) -> ConnectionStatistics:
         """Return the connection's counters."""
@@ -175,10 +195,10 @@ class Connection:
     def release(self) -> None:
         """Work started by :meth:`hold` is over."""
         self._holds -= 1
-        if self._leaving is not None:
-            self._check_drained()
+        if self._asked and not self._holds:
+            self._on(Event.DRAINED)
 
-    # -- what the watchdogs see --------------------------------------------------------
+    # -- what the watchdogs and telemetry see -------------------------------------------
 
     @property
     def path(self) -> str:
@@ -196,12 +216,27 @@ class Connection:
         """True while a call to the server's ``send`` is in flight."""
         return self._outbound.busy
 
+    @property
+    def cancelled_handler(self) -> bool:
+        """True once the engine cancelled the handler (a limit, a timeout, a slow
+        client, a shutdown, or the peer leaving)."""
+        handler_scope, task_group = self._handler_scope, self._task_group
+        return (handler_scope is not None and handler_scope.cancel_called) or (
+            task_group is not None and task_group.cancel_scope.cancel_called
+        )
+
+    def closed_with(self) -> tuple[int, str | None]:
+        """The close code (1006 when none was recorded), and who closed: ``"peer"``,
+        ``"application"``, or None while open."""
+        state = self._state
+        code = state.close_code if state.close_code is not None else 1006
+        return (code, state.closed_by)
+
     # -- the lifecycle ---------------------------------------------------------------
 
     def shut_down(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close with ``code`` after what is queued, and cancel the handler."""
-        if self._task_group is not None and not self._peer_left:
-            self.abort(code, reason)
+        self.abort(code, reason)
 
     def cancel(self) -> None:
         """Cancel everything the connection runs, at once."""
@@ -219,18 +254,28 @@ class Connection:
                 try:
                     task_group.start_soon(read, self, self._asgi_receive)
                     final = await self._run_handler(handler)
-                    await self._finish(final)
+                    if self._timer is not None:
+                        self._timer.cancel()  # the handler ended within its bound
+                    self._on(Event.HANDLER_ENDED)
+                    if self.phase is Phase.CLOSING:
+                        await close_and_drain(
+                            self._state,
+                            self._outbound,
+                            self.websocket.scope,
+                            final,
+                            self.options.drain_timeout,
+                        )
                     task_group.cancel_scope.cancel()
                 finally:
                     closer.reset(token)
         except get_cancelled_exc_class():
             # Cancelled from outside (the server is shutting down): say so to the peer.
+            self._on(Event.CANCELLED, 1001, "server shutting down")
             with anyio.CancelScope(shield=True):
-                await self._say_goodbye(*(self._goodbye or (1001, "server shutting down")))
+                await self._say_goodbye()
             raise
-        if self._goodbye is not None:
-            await self._say_goodbye(*self._goodbye)
-        if not self._peer_left and self._outbound.final_sent and self._accepted:
+        await self._say_goodbye()
+        if self.phase is Phase.CLOSED and self._state.application is not _CONNECTING:
             await await_disconnect(self._asgi_receive)
         state = self._state
         logger.debug(
@@ -255,90 +300,42 @@ class Connection:
             return close_for_end(exc, self.path)
         return (1000, "")
 
-    async def _finish(self, final: tuple[int, str]) -> None:
-        """Queue the close the handler's end calls for, then let the writer drain."""
-        if self._peer_left:
-            return  # the task group is cancelled: nothing can be said any more
-        if self._leaving is not None:
-            self.peer_gone(self._leaving)  # the handler ended while the peer's left
+    async def _say_goodbye(self) -> None:
+        """Send the close the engine owes once the task group is gone (the writer is
+        gone: one sender): after a cut (a client too slow to read, 1008) or a
+        cancellation from outside (1001)."""
+        goodbye = self._goodbye
+        if goodbye is None or self.phase is not Phase.CUT:
             return
-        await close_and_drain(
-            self._state, self._outbound, self.websocket.scope, final, self.options.drain_timeout
-        )
-
-    async def _say_goodbye(self, code: int, reason: str) -> None:
-        """Send a close after the task group is gone (the writer is gone: one sender).
-
-        Used when the server cancels the connection (1001), and for a client too slow
-        to read (1008), whose close the writer could not deliver.
-        """
-        state = self._state
-        if self._outbound.final_sent or self._peer_left:
-            return
-        if state.application is _CONNECTED:
-            state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-        elif self._goodbye is None:
-            return
-        self._outbound.final_sent = True
-        await send_goodbye(self._asgi_send, code, reason)
+        self._goodbye = None
+        if await send_goodbye(self._asgi_send, *goodbye):
+            self._on(Event.CLOSE_SENT)
 
     def _start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         assert self._task_group is not None
         self._task_group.start_soon(task)
 
-    # -- ends decided by the engine --------------------------------------------------------
+    # -- events ------------------------------------------------------------------------
 
-    def _take_disconnect(self) -> Message:
-        """The handler asks past the last message: the disconnect, or how it ended."""
-        leaving = self._leaving
-        if leaving is not None and not self._peer_left:
-            self._check_drained()
-            return leaving
-        return self._disconnect or {"type": "websocket.disconnect", "code": 1006}
+    def peer_left(self, disconnect: Message) -> None:
+        """The server reported the peer gone: the handler takes what it sent first."""
+        event = Event.PEER_LEFT_UNREAD if len(self.inbound) else Event.PEER_LEFT
+        self._on(event, disconnect.get("code", 1005), disconnect.get("reason") or "")
 
-    def _check_drained(self) -> None:
-        leaving = self._leaving
-        if leaving is not None and not (len(self.inbound) or self._holding or self._holds):
-            self.peer_gone(leaving)
-
-    def peer_gone(self, disconnect: Message) -> None:
-        """The peer disconnected: cancel everything the connection runs."""
-        if self._peer_left:
-            return
-        self._peer_left = True
-        self._state.peer_disconnected(disconnect.get("code", 1005), disconnect.get("reason") or "")
-        self._end()
-        self._outbound.abort()
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        if self._drained is not None:
-            self._drained.set()
-
-    def _send_failed(self, exc: BaseException) -> bool:
-        """The server's send raised: the peer is gone. True if the handler drains first
-        (then the failed message counts as dropped, like any other sent meanwhile)."""
+    def _send_failed(self, exc: BaseException) -> None:
+        """The server's send raised: the peer is gone."""
         # hypercorn's trio worker raises trio.BusyResourceError when the app sends while
         # it answers the peer's close: the peer leaving, not a server fault.
         if isinstance(exc, OSError) or type(exc).__name__ == "BusyResourceError":
             logger.debug("send failed: the peer is gone", exc_info=exc)
         else:
             logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
-        if self._begin_leaving({"type": "websocket.disconnect", "code": 1006}):
-            assert self._task_group is not None
-            self._task_group.start_soon(self._wait_drained)
-            return True
-        return self._leaving is not None and not self._peer_left
+        event = Event.SEND_FAILED_UNREAD if len(self.inbound) else Event.SEND_FAILED
+        self._on(event, 1006, "")
 
     def abort(self, code: int, reason: str) -> None:
         """Close from the engine's side: queue the close, cancel the handler only."""
-        state = self._state
-        if state.application is _CONNECTED:
-            state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-            with contextlib.suppress(ClosedResourceError):  # a close is on its way already
-                self._outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
-        self._end()
-        if self._handler_scope is not None:
-            self._handler_scope.cancel()
+        self._on(Event.ENGINE_CLOSE, code, reason)
 
     def client_too_slow(self) -> None:
         """End with 1008: drop what is queued, cancel everything, close when allowed."""
@@ -352,46 +349,71 @@ class Connection:
     def close_now(self, code: int, reason: str) -> None:
         """End at once, also cutting a send in flight: drop what is queued, cancel
         everything, and send the close as soon as the server allows."""
-        if self._peer_left or self._goodbye is not None or self._task_group is None:
-            return
-        self._goodbye = (code, reason)
-        if self._state.application is _CONNECTED:
-            self._state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
-        self._outbound.abort()
-        self._end()
-        self._task_group.cancel_scope.cancel()
+        self._on(Event.CLOSE_NOW, code, reason)
 
-    def _end(self) -> None:
+    def _take_disconnect(self) -> Message:
+        """The handler asks past the last message: the disconnect, or how it ended."""
+        if self.phase is Phase.LEAVING:
+            self._asked = True
+            leaving = self._disconnect
+            if not self._holds:
+                self._on(Event.DRAINED)
+            assert leaving is not None
+            return leaving
+        return self._disconnect or {"type": "websocket.disconnect", "code": 1006}
+
+    async def _time_out(self, timer: anyio.CancelScope) -> None:
+        with timer:
+            await anyio.sleep(self.options.drain_timeout)
+            self._on(Event.DRAIN_TIMEOUT)
+
+    def _on(self, event: Event, code: int = 1000, reason: str = "") -> None:
+        """Move the lifecycle on ``event`` and carry out the transition's actions.
+
+        Args:
+            event: What happened.
+            code: The close code the event brings (the peer's, or the engine's).
+            reason: Its reason.
+        """
+        if self._task_group is None:
+            return  # not running yet: nothing to end
+        step = transition(self.phase, event)
+        self.phase = step.phase
         state = self._state
-        code = state.close_code if state.close_code is not None else 1006
-        self._disconnect = {
-            "type": "websocket.disconnect",
-            "code": code,
-            "reason": state.close_reason,
-        }
-        self.inbound.close()
-
-    async def peer_leaves(self, disconnect: Message) -> None:
-        """The peer left: let the handler take what it sent first, for a bounded time."""
-        if self._begin_leaving(disconnect):
-            await self._wait_drained()
-
-    def _begin_leaving(self, disconnect: Message) -> bool:
-        """Start the drain; False when there is nothing to drain (or it is under way)."""
-        if self._leaving is not None or self._peer_left:
-            return False
-        self._leaving = disconnect
-        self._outbound.dropping = True  # nobody can read what the handler sends now
-        if not len(self.inbound):
-            self.peer_gone(disconnect)  # nothing left unread: cancel at once
-            return False
-        self._drained = anyio.Event()
-        self.inbound.close()  # a receive waiting on an empty inbound gets the disconnect
-        return True
-
-    async def _wait_drained(self) -> None:
-        assert self._drained is not None
-        assert self._leaving is not None
-        with anyio.move_on_after(self.options.drain_timeout):
-            await self._drained.wait()
-        self.peer_gone(self._leaving)
+        for action in step.actions:
+            if action is Action.STOP_SENDING:
+                self._outbound.abort()
+            elif action is Action.CANCEL_ALL:
+                self._task_group.cancel_scope.cancel()
+            elif action is Action.RECORD_PEER_CLOSE:
+                state.peer_closing(code, reason)
+            elif action is Action.END_RECEIVES:
+                self._disconnect = {
+                    "type": "websocket.disconnect",
+                    "code": state.close_code if state.close_code is not None else 1006,
+                    "reason": state.close_reason,
+                }
+                self.inbound.close()
+            elif action is Action.PEER_GONE:
+                state.peer_disconnected(code, reason)
+            elif action is Action.START_DRAIN_TIMER:
+                self._timer = anyio.CancelScope()
+                self._task_group.start_soon(self._time_out, self._timer)
+            elif action is Action.QUEUE_CLOSE:
+                state.application_closed(code, reason)
+                # A close may be on its way already (the handler's own).
+                with contextlib.suppress(ClosedResourceError):
+                    self._outbound.finish(
+                        {"type": "websocket.close", "code": code, "reason": reason}
+                    )
+            elif action is Action.CANCEL_HANDLER:
+                if self._handler_scope is not None:
+                    self._handler_scope.cancel()
+            elif action is Action.SAY_GOODBYE:
+                if state.application is not WebSocketState.DISCONNECTED:
+                    state.application_closed(code, reason)
+                    self._goodbye = (code, reason)
+                elif state.closed_by == "application" and state.close_code is not None:
+                    self._goodbye = (state.close_code, state.close_reason)
+            else:  # Action.START_WATCHDOGS
+                start_watchdogs(self._task_group, self, self.options)

@@ -11,9 +11,8 @@ from anyio import ClosedResourceError, get_cancelled_exc_class
 
 from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, first_error
 from ._outbound import Outbound
-from ._state import ConnectionState, WebSocketState
+from ._state import ConnectionState, WebSocketState, validate_close
 from ._types import Message, Receive, Scope, Send
-from ._websocket import validate_close
 
 __all__ = (
     "await_disconnect",
@@ -84,11 +83,11 @@ async def close_and_drain(
     code, reason = final
     try:
         if state.application is WebSocketState.CONNECTED:
-            state.did_send("websocket.close", WebSocketState.DISCONNECTED, code, reason)
+            state.did_send("websocket.close", code=code, reason=reason)
             outbound.finish({"type": "websocket.close", "code": code, "reason": reason})
         elif state.application is WebSocketState.CONNECTING:
             code, messages = denial(scope, internal_error=code == 1011)
-            state.did_send(messages[-1]["type"], WebSocketState.DISCONNECTED, code, "")
+            state.application_closed(code, "")
             for message in messages[:-1]:
                 outbound.queue.force_nowait(message)
             outbound.finish(messages[-1])
@@ -123,17 +122,23 @@ def denial(scope: Scope, *, internal_error: bool) -> tuple[int, list[Message]]:
     return (1000, [{"type": "websocket.close", "code": 1000, "reason": ""}])
 
 
-async def send_goodbye(send: Send, code: int, reason: str) -> None:
+async def send_goodbye(send: Send, code: int, reason: str) -> bool:
     """Send a close after the connection's tasks are gone (bounded, errors logged).
 
     Used when the server cancels the connection (1001), and for a client too slow to
     read (1008), whose close the writer could not deliver.
+
+    Returns:
+        True if the close left.
     """
     with anyio.move_on_after(_GOODBYE_TIMEOUT):
         try:
             await send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
             logger.debug("could not send the close frame", exc_info=True)
+            return False
+        return True
+    return False
 
 
 async def await_disconnect(receive: Receive) -> None:

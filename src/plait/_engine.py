@@ -9,6 +9,7 @@ connection itself. Nothing else differs, so each side can be read and tested alo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
@@ -52,6 +53,15 @@ class Engine(Protocol):
         """:meth:`send` for ``websocket.send`` while both sides are connected."""
         ...
 
+    async def send_reply(self, message: Message) -> None:
+        """Send a listener's reply or a stream's item; drop it when nobody can read it."""
+        ...
+
+    def departure(self) -> tuple[int, str] | None:
+        """The peer's (code, reason) while the handler may still receive what it sent
+        before leaving; None otherwise."""
+        ...
+
     def statistics(self) -> ConnectionStatistics:
         """The connection's counters."""
         ...
@@ -86,6 +96,15 @@ class DirectEngine:
             await self._send(message)
         except OSError:
             raise ClosedResourceError from None
+
+    async def send_reply(self, message: Message) -> None:
+        """Send; a peer that is gone makes it a no-op."""
+        with contextlib.suppress(ClosedResourceError):
+            await self.send(message)
+
+    def departure(self) -> tuple[int, str] | None:
+        """No engine reads ahead: a peer that left is seen by the next receive."""
+        return None
 
     def statistics(self) -> ConnectionStatistics:
         """No engine, no counters."""

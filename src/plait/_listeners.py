@@ -9,7 +9,6 @@ connection closes with 1011.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import typing
@@ -33,8 +32,8 @@ from ._codec import MessageCodec, encode_json_text
 from ._exceptions import MessageDecodeError, WebSocketDisconnect
 from ._injection import InjectionError, Plan, Resolver, plan_callable
 from ._params import Deny
-from ._state import WebSocketState
-from ._websocket import WebSocket, validate_close
+from ._state import WebSocketState, validate_close
+from ._websocket import RoutePort, WebSocket
 from .channels._hub import ChannelMessage, encode_message
 
 __all__ = (
@@ -201,25 +200,28 @@ async def serve_composed(
     # runs right here, in the handler's task. Each nested task group would cost every
     # idle connection its tasks, scopes and sets.
     children = websocket.task_group
+    port = RoutePort(websocket)
     if listener is not None and listen_call is not None:
-        websocket._reader = "its listener takes them: read them as the listener's data"
+        port.claim_reading("its listener takes them: read them as the listener's data")
         for spec in streams:
-            children.start_soon(_run_stream, websocket, spec, resolver, tag_streams, None)
-        await _listen(websocket, listener, listen_call)
+            children.start_soon(_run_stream, websocket, port, spec, resolver, tag_streams, None)
+        await _listen(websocket, port, listener, listen_call)
         return
     if on_receive != "stream":
-        websocket._reader = (
+        port.claim_reading(
             f"on_receive={on_receive!r}: give the route on_receive='stream' to read them in "
             "a stream"
         )
     with anyio.CancelScope() as incoming:
         remaining = _Remaining(len(streams), incoming)
         for spec in streams:
-            children.start_soon(_run_stream, websocket, spec, resolver, tag_streams, remaining)
+            children.start_soon(
+                _run_stream, websocket, port, spec, resolver, tag_streams, remaining
+            )
         if streams and on_receive == "stream":
             await anyio.sleep_forever()  # the streams read; the peer leaving cancels them
         elif streams:
-            await _refuse_incoming(websocket, on_receive)
+            await _refuse_incoming(websocket, port, on_receive)
     # every stream is done (or the client was refused): the connection ends
 
 
@@ -240,13 +242,14 @@ class _Remaining:
 
 async def _run_stream(
     websocket: WebSocket,
+    port: RoutePort,
     spec: StreamSpec,
     resolver: Resolver,
     tag: bool,
     remaining: _Remaining | None,
 ) -> None:
     try:
-        await _stream_items(websocket, spec, resolver, tag)
+        await _stream_items(port, spec, resolver, tag)
     except Deny as deny:
         # The client is refused: 1008 with the detail, and the route ends with it.
         logger.info("refused %s from the stream %s: %s", websocket.url.path, spec.name, deny)
@@ -257,9 +260,7 @@ async def _run_stream(
         remaining.done()
 
 
-async def _stream_items(
-    websocket: WebSocket, spec: StreamSpec, resolver: Resolver, tag: bool
-) -> None:
+async def _stream_items(port: RoutePort, spec: StreamSpec, resolver: Resolver, tag: bool) -> None:
     # The generator is made inside its task: a task cancelled before it runs then
     # leaves no unclosed generator behind (trio warns about those).
     generator: AsyncGenerator[Any, None] = await resolver.call(spec.plan)
@@ -274,11 +275,14 @@ async def _stream_items(
             else:
                 message = spec.codec.encode(item)
             if message is not None:
-                await websocket._send_data(message)
+                await port.send_reply(message)  # dropped once nobody can read it
 
 
 async def _listen(
-    websocket: WebSocket, spec: ListenerSpec, call: Callable[[Any], Awaitable[Any]]
+    websocket: WebSocket,
+    port: RoutePort,
+    spec: ListenerSpec,
+    call: Callable[[Any], Awaitable[Any]],
 ) -> None:
     codec = spec.codec
     traced = websocket.scope.get("plait.trace_listener")  # plait.otel: a span per call
@@ -288,34 +292,31 @@ async def _listen(
     async def handle(data: Any) -> None:
         reply = codec.encode(await call(data))
         if reply is not None:
-            # The peer left while this message was handled: nobody can read the reply.
-            with contextlib.suppress(WebSocketDisconnect):
-                await websocket._send_data(reply)
+            await port.send_reply(reply)  # dropped if the peer left meanwhile
 
     if spec.concurrency == 1:
-        while (data := await _next_data(websocket, spec)) is not _GONE:
+        while (data := await _next_data(websocket, port, spec)) is not _GONE:
             await handle(data)
         return
     async with anyio.create_task_group() as task_group:
         # A semaphore, not a CapacityLimiter: the receiving task takes every slot and the
         # handling tasks give them back (a limiter's tokens belong to their borrower).
         limiter = anyio.Semaphore(spec.concurrency)
-        engine = websocket._engine
-        while (data := await _next_data(websocket, spec)) is not _GONE:
+        while (data := await _next_data(websocket, port, spec)) is not _GONE:
             await limiter.acquire()  # at most N at once: the reader waits meanwhile
-            engine.hold()  # held until handled: a peer that leaves meanwhile waits for it
-            task_group.start_soon(_release_after, limiter, engine.release, handle, data)
+            port.hold()  # held until handled: a peer that leaves meanwhile waits for it
+            task_group.start_soon(_release_after, limiter, port.release, handle, data)
 
 
 _GONE: Final = object()
 
 
-async def _next_data(websocket: WebSocket, spec: ListenerSpec) -> Any:
+async def _next_data(websocket: WebSocket, port: RoutePort, spec: ListenerSpec) -> Any:
     """The next message, decoded (invalid ones get the route's policy), or ``_GONE``
     once the client has left."""
     while True:
         try:
-            message = await websocket._receive_data()
+            message = await port.receive_data()
         except WebSocketDisconnect:
             return _GONE
         try:
@@ -349,10 +350,10 @@ async def _invalid(
         await policy(websocket, error)
 
 
-async def _refuse_incoming(websocket: WebSocket, policy: OnReceive) -> None:
+async def _refuse_incoming(websocket: WebSocket, port: RoutePort, policy: OnReceive) -> None:
     while True:
         try:
-            await websocket._receive_data()
+            await port.receive_data()
         except WebSocketDisconnect:
             return
         if policy == "close":

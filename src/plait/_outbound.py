@@ -17,6 +17,12 @@ the *baton* and makes the ``send`` call itself, as the writer's delegate:
 - handed back: when the call returns and others queued meanwhile, the writer is woken
   (started on first use) to deliver them.
 
+Every send is a checkpoint: one in every :data:`~plait._backend.YIELD_EVERY` yields to
+the event loop before anything else (a send that completes without suspending would
+otherwise let a loop of them starve every other connection), and a send refused
+because the outbound is closed yields before it raises, so that a handler that swallows
+the error still lets the engine in.
+
 The writer task exists only once something had to queue. The baton is used on asyncio
 only (see :func:`baton_allowed`).
 """
@@ -30,7 +36,7 @@ import anyio
 import sniffio
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 
-from ._backend import waiters
+from ._backend import YIELD_EVERY, waiters
 from ._channel import Channel
 from ._types import Message, Send
 
@@ -94,8 +100,10 @@ class Outbound:
         capacity: Messages queued before senders wait.
         baton: Whether an idle outbound lets a sender make the call itself.
         start_writer: Starts the writer task (in the connection's task group).
-        failed: Called with the exception when the server's ``send`` raised; True when
-            the message is to count as dropped quietly rather than fail its sender.
+        failed: Called with the exception when the server's ``send`` raised (the peer
+            is gone); the sender then gets :class:`ClosedResourceError`.
+        final_sent: Called once the final message (a close, or a denial's last body)
+            has left.
     """
 
     __slots__ = (
@@ -104,14 +112,14 @@ class Outbound:
         "_busy",
         "_done",
         "_failed",
+        "_final_sent",
         "_parked",
         "_queue",
         "_scope",
         "_start_writer",
+        "_ticks",
         "_wait",
         "_writing",
-        "dropping",
-        "final_sent",
         "sent",
     )
 
@@ -122,22 +130,23 @@ class Outbound:
         *,
         baton: bool,
         start_writer: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
-        failed: Callable[[BaseException], bool],
+        failed: Callable[[BaseException], object],
+        final_sent: Callable[[], object],
     ) -> None:
         self._asgi_send = send
         self._queue: Channel[Message] = Channel(capacity)
         self._baton = baton
         self._start_writer = start_writer
         self._failed = failed
+        self._final_sent = final_sent
         self._wait = waiters()
         self._busy = False  # a send call is in flight (the writer's or a baton holder's)
         self._writing = False  # the writer runs (as a task, or inline in drain())
         self._parked: Any = None  # the writer's waiter while it waits for work
         self._done: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None  # a baton send in flight
+        self._ticks = 0  # sends since the last checkpoint
         self.sent = 0
-        self.final_sent = False
-        self.dropping = False
 
     @property
     def queue(self) -> Channel[Message]:
@@ -155,16 +164,23 @@ class Outbound:
         """Send ``message`` now if the outbound is idle, else queue it (waiting for room).
 
         A close (or a denial's last body) never waits for room, and nothing is
-        accepted after it. While ``dropping`` is set (the peer left, and the handler
-        takes what it sent first), messages are dropped without a word.
+        accepted after it.
 
         Raises:
-            ClosedResourceError: The outbound is closed; the message was not sent.
+            ClosedResourceError: The outbound is closed (the connection is over, or the
+                peer left); the message was not sent.
         """
+        ticks = self._ticks + 1
+        if ticks >= YIELD_EVERY:
+            self._ticks = 0
+            await self._wait.checkpoint()
+        else:
+            self._ticks = ticks
         queue = self._queue
-        if self.dropping:
-            return
-        if not self._baton or self._busy or len(queue) or queue.closed:
+        if queue.closed:
+            await self._wait.checkpoint()  # a loop that swallows this still lets others in
+            raise ClosedResourceError
+        if not self._baton or self._busy or len(queue):
             if _is_final(message):
                 queue.force_nowait(message)
                 queue.close()
@@ -178,8 +194,6 @@ class Outbound:
             queue.close()
         self._busy = True
         try:
-            if self.final_sent:
-                return  # nothing leaves after the close
             # Started by hand: a send that completes without suspending (hypercorn's
             # asyncio worker, when the transport takes the frame) cannot be interrupted,
             # and costs no cancel scope. One that suspends finishes shielded.
@@ -197,8 +211,7 @@ class Outbound:
         except ClosedResourceError:
             raise
         except Exception as exc:
-            if self._failed(exc):
-                return  # the handler drains what the peer sent: dropped, quietly
+            self._failed(exc)
             raise ClosedResourceError from None
         finally:
             self._scope = None
@@ -207,7 +220,7 @@ class Outbound:
                 self._kick()
         self.sent += 1
         if final:
-            self.final_sent = True
+            self._final_sent()
 
     def finish(self, message: Message) -> None:
         """Queue a final message past the capacity and close the queue behind it.
@@ -251,8 +264,6 @@ class Outbound:
         return False
 
     async def _deliver(self, message: Message) -> None:
-        if self.final_sent:
-            return  # nothing leaves after the close
         try:
             await self._asgi_send(message)
         except Exception as exc:
@@ -260,7 +271,7 @@ class Outbound:
             raise ClosedResourceError from None
         self.sent += 1
         if _is_final(message):
-            self.final_sent = True
+            self._final_sent()
 
     # -- the writer ----------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The reader: the one task that calls ASGI ``receive``.
 
 It reads at most ``inbound_capacity`` messages ahead of the handler, then waits for
-room, so that the server's own flow control pushes back on the client. It never waits
+room, so that the server's own flow control pushes back on the client. It reads until
+the server reports the peer gone, also once the engine closed the connection (what comes
+then is dropped): the peer's departure is what ends a handler stuck in a send. It never waits
 forever: once the inbound has been full with nothing taken for ``stall_timeout``, the
 handler has stopped reading, and the reader reads on. The one message in its hand is
 kept (one past the capacity); a disconnect is then seen as always; a further data
@@ -58,12 +60,8 @@ class Reading(Protocol):
         """Send as any other sender does."""
         ...
 
-    async def peer_leaves(self, disconnect: Message) -> None:
-        """The peer left: drain, then cancel."""
-        ...
-
-    def peer_gone(self, disconnect: Message) -> None:
-        """The peer is gone: cancel everything now."""
+    def peer_left(self, disconnect: Message) -> None:
+        """The server reported the peer gone."""
         ...
 
 
@@ -79,6 +77,8 @@ async def read(connection: Reading, receive: Receive) -> None:
             message = await receive()
             message_type = message["type"]
             if message_type == "websocket.receive":
+                if inbound.closed:
+                    continue  # the engine closed the connection: waiting for the peer
                 connection.received += 1
                 if pong is not None and message.get("text") == pong:
                     continue  # the heartbeat's answer: alive, and nothing to deliver
@@ -92,11 +92,11 @@ async def read(connection: Reading, receive: Receive) -> None:
                         "closing %s with 1009: a message exceeds %d bytes", connection.path, limit
                     )
                     connection.abort(1009, "message too big")
-                    return
+                    continue
                 if limiter is not None and not limiter.take():
                     _over_limit(connection, limiter)  # counted, and logged the first time
                     if limiter.closes:
-                        return
+                        continue
                     if limiter.reply_due():
                         await _reply(connection, limiter)
                     continue
@@ -112,19 +112,18 @@ async def read(connection: Reading, receive: Receive) -> None:
                         options.stall_timeout,
                     )
                     connection.abort(1008, "messages not read")
-                    return
+                    continue
                 else:
                     connection.dropped += 1
             elif message_type == "websocket.disconnect":
-                await connection.peer_leaves(message)
+                connection.peer_left(message)
                 return
             else:
-                await inbound.send(message)
-    except ClosedResourceError:
-        return  # the engine ended the connection: nothing more to read
+                with contextlib.suppress(ClosedResourceError):  # the engine closed
+                    await inbound.send(message)
     except Exception:
         logger.exception("the server's receive() failed; treating the peer as gone")
-        connection.peer_gone({"type": "websocket.disconnect", "code": 1006})
+        connection.peer_left({"type": "websocket.disconnect", "code": 1006})
     finally:
         if limiter is not None and connection.limited and not limiter.closes:
             logger.info(
@@ -168,12 +167,15 @@ async def _wait_for_room(connection: Reading, message: Message) -> bool:
     """Queue ``message`` once there is room; False if the handler stopped taking."""
     inbound, options = connection.inbound, connection.options
     stall = options.stall_timeout
-    if stall is None:
-        await inbound.send(message)
-        return True
-    with anyio.move_on_after(stall):
-        await inbound.send(message)
-        return True
+    try:
+        if stall is None:
+            await inbound.send(message)
+            return True
+        with anyio.move_on_after(stall):
+            await inbound.send(message)
+            return True
+    except ClosedResourceError:
+        return True  # the engine closed the connection meanwhile: dropped
     # Nothing taken for stall_timeout: keep this one (one past the capacity) and read
     # on, so that the peer's leaving is seen however long the handler sleeps.
     inbound.force_nowait(message)

@@ -19,7 +19,34 @@ from typing import Final
 
 from ._exceptions import WebSocketClosed, WebSocketStateError
 
-__all__ = ("ConnectionState", "WebSocketState")
+__all__ = ("ConnectionState", "WebSocketState", "validate_close")
+
+# RFC 6455 section 7.4: codes an endpoint may send in a Close frame.
+_SENDABLE_CODES: Final = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+_MAX_REASON_BYTES: Final = 123
+
+
+def validate_close(code: int, reason: str | None) -> str:
+    """Check a close code and cut the reason to the 123 bytes RFC 6455 allows.
+
+    Returns:
+        The reason, cut on a character boundary to fit.
+
+    Raises:
+        ValueError: ``code`` may not be sent in a Close frame.
+    """
+    if not (code in _SENDABLE_CODES or 3000 <= code <= 4999):
+        raise ValueError(
+            f"invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999 (RFC 6455)"
+        )
+    if not reason:
+        return ""
+    raw = reason.encode()
+    if len(raw) <= _MAX_REASON_BYTES:
+        return reason
+    return raw[:_MAX_REASON_BYTES].decode(errors="ignore")
 
 
 class WebSocketState(enum.Enum):
@@ -72,11 +99,13 @@ class ConnectionState:
         close_code: The code the connection closed with, once closed.
         close_reason: The reason the connection closed with, once closed.
         closed_by: ``"application"``, ``"peer"``, or ``None`` while open.
+        accepted: True once the application sent ``websocket.accept``.
     """
 
-    __slots__ = ("application", "close_code", "close_reason", "closed_by", "peer")
+    __slots__ = ("accepted", "application", "close_code", "close_reason", "closed_by", "peer")
 
     def __init__(self) -> None:
+        self.accepted = False
         self.application = _S.CONNECTING
         self.peer = _S.CONNECTING
         self.close_code: int | None = None
@@ -107,7 +136,7 @@ class ConnectionState:
     # -- what the application sends -------------------------------------------------
 
     def check_send(self, message_type: str, *, more_body: bool = False) -> WebSocketState:
-        """Validate a message the application wants to send; return the next state.
+        """Validate a message the application wants to send; return the state it leads to.
 
         The state is not changed: call :meth:`did_send` once the message is on its way.
 
@@ -129,10 +158,29 @@ class ConnectionState:
             raise self.closed_error(f"send {message_type!r}")
         return nxt
 
-    def did_send(self, message_type: str, nxt: WebSocketState, code: int, reason: str) -> None:
-        """Record that the application sent a message validated by :meth:`check_send`."""
+    def did_send(
+        self, message_type: str, *, more_body: bool = False, code: int = 1000, reason: str = ""
+    ) -> None:
+        """Record that the application sent a message validated by :meth:`check_send`.
+
+        The next state comes from the table; ``code`` and ``reason`` are recorded when
+        the message ends the application's side (a close, a denial's last body).
+        """
+        key = message_type
+        if message_type == "websocket.http.response.body" and not more_body:
+            key = "websocket.http.response.body.final"
+        nxt = _APP_SEND[self.application, key]
+        if message_type == "websocket.accept":
+            self.accepted = True
         self.application = nxt
         if nxt is _S.DISCONNECTED:
+            self._record_close(code, reason, "application")
+
+    def application_closed(self, code: int, reason: str) -> None:
+        """Record a close the engine sends on the application's behalf (a limit, a
+        timeout, a slow client, a shutdown). Nothing changes once it is closed."""
+        if self.application is not _S.DISCONNECTED:
+            self.application = _S.DISCONNECTED
             self._record_close(code, reason, "application")
 
     def _explain_send(self, message_type: str) -> str:
@@ -189,6 +237,12 @@ class ConnectionState:
                 f"the server delivered {message_type!r} while the peer is {self.peer.name}"
             )
         self.peer = nxt
+
+    def peer_closing(self, code: int, reason: str) -> None:
+        """Record the peer's close code while what it sent before may still be read:
+        the peer's side stays as it is until the disconnect is delivered. The first
+        close recorded is kept."""
+        self._record_close(code, reason, "peer")
 
     def peer_disconnected(self, code: int, reason: str) -> None:
         """Record that the peer is gone. Idempotent: the first close code is kept."""

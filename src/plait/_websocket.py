@@ -22,7 +22,7 @@ from ._datastructures import (
 )
 from ._engine import DirectEngine, Engine
 from ._exceptions import MessageTypeError, WebSocketDisconnect, WebSocketStateError
-from ._state import ConnectionState, WebSocketState
+from ._state import ConnectionState, WebSocketState, validate_close
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -30,38 +30,11 @@ if TYPE_CHECKING:
 
     from ._options import ConnectionStatistics
 
-__all__ = ("WebSocket", "validate_close")
+__all__ = ("RoutePort", "WebSocket", "validate_close")
 
 T = TypeVar("T")
 
 _CONNECTED = WebSocketState.CONNECTED
-
-# RFC 6455 section 7.4: codes an endpoint may send in a Close frame.
-_SENDABLE_CODES = frozenset(
-    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
-)
-_MAX_REASON_BYTES = 123
-
-
-def validate_close(code: int, reason: str | None) -> str:
-    """Check a close code and cut the reason to the 123 bytes RFC 6455 allows.
-
-    Returns:
-        The reason, cut on a character boundary to fit.
-
-    Raises:
-        ValueError: ``code`` may not be sent in a Close frame.
-    """
-    if not (code in _SENDABLE_CODES or 3000 <= code <= 4999):
-        raise ValueError(
-            f"invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999 (RFC 6455)"
-        )
-    if not reason:
-        return ""
-    raw = reason.encode()
-    if len(raw) <= _MAX_REASON_BYTES:
-        return reason
-    return raw[:_MAX_REASON_BYTES].decode(errors="ignore")
 
 
 class WebSocket(Mapping[str, Any]):
@@ -251,15 +224,25 @@ class WebSocket(Mapping[str, Any]):
             code = message.get("code", 1000)
             reason = validate_close(code, message.get("reason"))
         state = self._state
-        nxt = state.check_send(message_type, more_body=message.get("more_body", False))
+        more_body = message.get("more_body", False)
+        state.check_send(message_type, more_body=more_body)
         # Recorded before the message leaves, so a concurrent sender cannot slip a
         # message in behind a close that is already on its way.
-        state.did_send(message_type, nxt, code, reason)
+        state.did_send(message_type, more_body=more_body, code=code, reason=reason)
         try:
             await self._engine.send(message)
         except ClosedResourceError:
-            state.peer_disconnected(1006, "")  # keeps the code of a close seen before
-            raise state.closed_error(f"send {message_type!r}") from None
+            raise self._refused(message_type) from None
+
+    def _refused(self, message_type: str) -> WebSocketDisconnect:
+        """The error for a send the engine refused: the peer's close while the handler
+        still reads what it sent before leaving, else the connection is over."""
+        departure = self._engine.departure()
+        if departure is not None:
+            return WebSocketDisconnect(*departure)
+        state = self._state
+        state.peer_disconnected(1006, "")  # keeps the code of a close seen before
+        return state.closed_error(f"send {message_type!r}")
 
     # -- handshake ------------------------------------------------------------------------
 
@@ -353,7 +336,9 @@ class WebSocket(Mapping[str, Any]):
         """Send a text message.
 
         Raises:
-            WebSocketDisconnect: The connection is over (a :class:`WebSocketClosed`).
+            WebSocketDisconnect: The peer left (with its close code): what it sent
+                before leaving can still be received. A :class:`WebSocketClosed` once
+                the connection is over.
             WebSocketStateError: Called before ``accept()``.
         """
         await self._send_data({"type": "websocket.send", "text": data})
@@ -362,7 +347,9 @@ class WebSocket(Mapping[str, Any]):
         """Send a binary message.
 
         Raises:
-            WebSocketDisconnect: The connection is over (a :class:`WebSocketClosed`).
+            WebSocketDisconnect: The peer left (with its close code): what it sent
+                before leaving can still be received. A :class:`WebSocketClosed` once
+                the connection is over.
             WebSocketStateError: Called before ``accept()``.
         """
         await self._send_data({"type": "websocket.send", "bytes": data})
@@ -376,8 +363,7 @@ class WebSocket(Mapping[str, Any]):
         try:
             await self._engine.send_data(message)
         except ClosedResourceError:
-            state.peer_disconnected(1006, "")
-            raise state.closed_error("send 'websocket.send'") from None
+            raise self._refused("websocket.send") from None
 
     async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
         """Send ``data`` encoded as JSON, in a text (default) or binary message.
@@ -530,3 +516,44 @@ def _bytes_of(message: Message) -> bytes:
             f"({len(message.get('text') or '')} characters)"
         )
     return bytes(data)
+
+
+class RoutePort:
+    """What a route's listener and streams do with the WebSocket they serve: plait's
+    internal interface for :mod:`plait._listeners`, below the public API.
+
+    Args:
+        websocket: The WebSocket of the connection the route serves.
+    """
+
+    __slots__ = ("_websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+
+    def claim_reading(self, why: str) -> None:
+        """The route reads every incoming message itself: a handler's own read is
+        refused with ``why`` (the two readers would each miss messages)."""
+        self._websocket._reader = why
+
+    async def receive_data(self) -> Message:
+        """The next ``websocket.receive`` message.
+
+        Raises:
+            WebSocketDisconnect: The peer left, once what it sent before is taken.
+        """
+        return await self._websocket._receive_data()
+
+    async def send_reply(self, message: Message) -> None:
+        """Send a listener's reply or a stream's item; dropped when nobody can read it
+        (the peer left, or the connection closed)."""
+        await self._websocket._engine.send_reply(message)
+
+    def hold(self) -> None:
+        """A taken message is still being worked on: a peer that leaves meanwhile
+        waits for it (within ``drain_timeout``)."""
+        self._websocket._engine.hold()
+
+    def release(self) -> None:
+        """The work started by :meth:`hold` is over."""
+        self._websocket._engine.release()

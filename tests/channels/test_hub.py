@@ -288,7 +288,10 @@ async def test_a_disconnect_policy_subscriber_stuck_in_a_send_is_closed_with_101
         await hub.publish("news", "first")  # taken, and stuck in its send
         with anyio.fail_after(1):
             await stalled.wait()
-        for i in range(3):  # 2 fit in the buffer, the third fails the subscriber
+        # Each publish is a checkpoint, so the stream takes what it can between them: on
+        # trio its items queue for the stuck writer until the outbound (16) is full, then
+        # 2 fit in the subscription's buffer, and the next one fails the subscriber.
+        for i in range(16 + 2 + 1):
             await hub.publish("news", f"more {i}")
         with anyio.fail_after(1):
             await ended.wait()  # the stream was cancelled, its teardown ran

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from .._backend import waiters
+from .._backend import YIELD_EVERY, waiters
 from .._codec import decode_payload, encode_json, encode_payload
 from .._engine import closer
 from .._exceptions import PlaitError
@@ -124,13 +124,23 @@ class Subscription:
         # The connection this subscriber sends to, if any: a subscriber stuck in a send
         # never comes back for the failure, so the policy ends its connection itself.
         self._close_now = closer.get()
-        self._new_waiter, self._wake, _ = waiters()
+        self._new_waiter, self._wake = (wait := waiters()).new, wait.wake
+        self._checkpoint = wait.checkpoint
+        self._ticks = 0  # messages taken since the last checkpoint
         self._waiter: Any = None
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> ChannelMessage:
+        """The next message: a checkpoint, which yields to the other tasks once every
+        few messages taken from a backlog, so that a long one cannot starve them."""
+        ticks = self._ticks + 1
+        if ticks >= YIELD_EVERY:
+            self._ticks = 0
+            await self._checkpoint()
+        else:
+            self._ticks = ticks
         key = self._hub.backend.id_key
         while True:
             if self._replay:
@@ -302,6 +312,9 @@ class Hub:
         """
         if self._task_group is None:
             raise RuntimeError("the Hub is not running: use `async with hub:` or App(hub=...)")
+        # A checkpoint, also where the backend does not suspend (in memory): a loop of
+        # publishes gives the other tasks a turn, and is cancelled at each call.
+        await waiters().checkpoint()
         return await self.backend.publish(channel, encode_payload(message))
 
     @asynccontextmanager

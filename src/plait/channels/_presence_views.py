@@ -64,7 +64,7 @@ class PresenceSubscription:
         self._state: PresenceState | None = None
         self._started = False
         self._changes: deque[Change] = deque()
-        self._new_waiter, self._wake, _ = waiters()
+        self._new_waiter, self._wake = (wait := waiters()).new, wait.wake
         self._waiter: Any = None
 
     def __aiter__(self) -> Self:
