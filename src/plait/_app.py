@@ -283,7 +283,7 @@ class App:
         scope["path_params"] = {**outer, **params} if outer else params
         observed = None
         if self.telemetry is not None:
-            observed = self.telemetry._observe(route.path, scope, receive, send)
+            observed = self.telemetry.observe_connection(route.path, scope, receive, send)
             receive, send = observed.receive, observed.send
         connection = Connection(scope, receive, send, route.connection_options(self.options))
         # What the App provides (its hub) goes to the route directly, not through the

@@ -10,9 +10,9 @@ connection itself. Nothing else differs, so each side can be read and tested alo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio import ClosedResourceError
 
@@ -24,12 +24,21 @@ if TYPE_CHECKING:
 
     from ._options import ConnectionStatistics
 
-__all__ = ("DirectEngine", "Engine", "closer")
+__all__ = ("DirectEngine", "Engine", "closer", "listener_tracer")
 
 closer: ContextVar[Callable[[int, str], None] | None] = ContextVar("plait_closer", default=None)
 """``close_now(code, reason)`` of the connection whose tasks run in this context: it ends
 the connection at once, cutting a send in flight. Set by the engine; a hub subscription
 with the ``disconnect`` policy uses it to let go of a subscriber stuck in a send."""
+
+ListenerCall = Callable[[Any], Awaitable[Any]]
+
+listener_tracer: ContextVar[Callable[[ListenerCall], ListenerCall] | None] = ContextVar(
+    "plait_listener_tracer", default=None
+)
+"""What wraps each listener call of the connection whose tasks run in this context (a
+span per call). Set by :mod:`plait._otel` around the connection; read by the listener.
+Not in the ASGI scope, where middleware and handlers could read or forge it."""
 
 
 class Engine(Protocol):

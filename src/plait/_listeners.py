@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, TypeAlias
 import anyio
 
 from ._codec import MessageCodec, encode_json_text
+from ._engine import listener_tracer
 from ._exceptions import MessageDecodeError, WebSocketDisconnect
 from ._injection import InjectionError, Plan, Resolver, plan_callable
 from ._params import Deny
@@ -285,7 +286,7 @@ async def _listen(
     call: Callable[[Any], Awaitable[Any]],
 ) -> None:
     codec = spec.codec
-    traced = websocket.scope.get("plait.trace_listener")  # plait.otel: a span per call
+    traced = listener_tracer.get()  # plait.otel: a span per call
     if traced is not None:
         call = traced(call)
 

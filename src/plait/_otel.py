@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from anyio import get_cancelled_exc_class
 
+from ._engine import listener_tracer
 from ._exceptions import missing_extra
 from ._types import Message, Receive, Scope, Send
 from .channels._hub import Hub
@@ -136,10 +137,14 @@ class Telemetry:
                 totals[policy] = totals.get(policy, 0) + count
         return [Observation(count, {"plait.hub.policy": p}) for p, count in totals.items()]
 
-    def _observe(self, route: str | None, scope: Scope, receive: Receive, send: Send) -> _Observed:
-        """The observer of one connection (called by the App and ``serve_connection``)."""
-        if self.listener_spans:
-            scope["plait.trace_listener"] = self._listener_tracing(route or "")
+    def observe_connection(
+        self, route: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> _Observed:
+        """The observer of one connection: plait's internal interface for the App and
+        :func:`plait.serve_connection`, which run the connection through it.
+
+        :meta private:
+        """
         return _Observed(self, route, scope, receive, send)
 
     def _listener_tracing(
@@ -249,16 +254,19 @@ class _Observed:
                 self.ended_at = time.perf_counter()
                 # Who ended the handler: the engine cancels it when it closes for a
                 # limit, a timeout, a slow client or a shutdown (and when the peer left).
-                handler_scope, task_group = connection._handler_scope, connection._task_group
                 self.by_engine = (
                     isinstance(self.error, get_cancelled_exc_class())
-                    or (handler_scope is not None and handler_scope.cancel_called)
-                    or (task_group is not None and task_group.cancel_scope.cancel_called)
+                    or connection.cancelled_handler
                 )
 
+        tracing = None
+        if telemetry.listener_spans:  # a span per listener call, through the engine
+            tracing = listener_tracer.set(telemetry._listener_tracing(self.route or ""))
         try:
             await connection.run(handle)
         finally:
+            if tracing is not None:
+                listener_tracer.reset(tracing)
             try:
                 telemetry._open.add(-1, route)
                 self._end(connection, span, route)
@@ -267,12 +275,8 @@ class _Observed:
 
     def _end(self, connection: Connection, span: Span, route: Mapping[str, str]) -> None:
         telemetry = self.telemetry
-        state = connection.websocket._state
-        code = state.close_code if state.close_code is not None else 1006
-        if state.closed_by == "peer":
-            closed_by = "client"
-        else:
-            closed_by = "engine" if self.by_engine else "server"
+        code, by = connection.closed_with()
+        closed_by = "client" if by == "peer" else "engine" if self.by_engine else "server"
         statistics = connection.statistics()
         dropped, limited = statistics.messages_dropped, statistics.messages_limited
         span.set_attributes(

@@ -92,5 +92,5 @@ async def serve_connection(
     if telemetry is None:
         await Connection(scope, receive, send, options).run(handler)
         return
-    observed = telemetry._observe(None, scope, receive, send)
+    observed = telemetry.observe_connection(None, scope, receive, send)
     await observed.run(Connection(scope, observed.receive, observed.send, options), handler)
