@@ -133,7 +133,7 @@ class Telemetry:
 
         totals: dict[str, int] = {}
         for hub in list(self._hubs):
-            for policy, count in hub._dropped.items():
+            for policy, count in hub.dropped_by_policy().items():
                 totals[policy] = totals.get(policy, 0) + count
         return [Observation(count, {"plait.hub.policy": p}) for p, count in totals.items()]
 

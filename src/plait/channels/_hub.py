@@ -498,3 +498,11 @@ class Hub:
         """Counters: ``channels`` listened to and ``subscriptions`` across them."""
         subscriptions = {s for members in self._subscribers.values() for s in members}
         return {"channels": len(self._subscribers), "subscriptions": len(subscriptions)}
+
+    def dropped_by_policy(self) -> dict[str, int]:
+        """Messages dropped for slow subscribers so far, by policy: plait's internal
+        interface for :mod:`plait.otel` (``plait.hub.messages.dropped``).
+
+        :meta private:
+        """
+        return dict(self._dropped)
