@@ -289,9 +289,10 @@ async def test_a_disconnect_policy_subscriber_stuck_in_a_send_is_closed_with_101
         with anyio.fail_after(1):
             await stalled.wait()
         # Each publish is a checkpoint, so the stream takes what it can between them: on
-        # trio its items queue for the stuck writer until the outbound (16) is full, then
-        # 2 fit in the subscription's buffer, and the next one fails the subscriber.
-        for i in range(16 + 2 + 1):
+        # trio its items queue for the stuck writer until the outbound (16) is full, one
+        # more waits in the stream's send, 2 fit in the subscription's buffer, and the
+        # next one fails the subscriber (sooner if the stream got fewer turns).
+        for i in range(16 + 1 + 2 + 1):
             await hub.publish("news", f"more {i}")
         with anyio.fail_after(1):
             await ended.wait()  # the stream was cancelled, its teardown ran

@@ -68,7 +68,7 @@ class Tracking:
         old, self.ref, self.meta = self.ref, store.new_ref(), data
         with anyio.CancelScope(shield=True):  # the store bounds its own wait
             await store.change(presence.channel, {self.ref: entry}, [old])
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()  # a cancellation point, and a turn for others
 
     def __repr__(self) -> str:
         return f"Tracking(key={self.key!r}, ref={self.ref!r}, meta={self.meta!r})"
@@ -153,7 +153,7 @@ class Presence:
         try:
             with anyio.CancelScope(shield=True):  # bounded by the store
                 await store.change(self.channel, {tracking.ref: entry}, ())
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await anyio.lowlevel.checkpoint()  # a cancellation point, and a turn for others
             yield tracking
         finally:
             tracking._active = False
@@ -170,6 +170,7 @@ class Presence:
             ChannelUnavailable: Redis could not be reached (1013).
             RuntimeError: The hub is not running.
         """
+        await anyio.lowlevel.checkpoint()  # also where the store answers at once (memory)
         store = (await self._hub.presence_views()).store
         try:
             with anyio.fail_after(_READ_TIMEOUT):

@@ -23,7 +23,7 @@ from typing import Any, Final, Self
 import anyio
 from anyio.abc import TaskStatus
 
-from .._backend import waiters
+from .._backend import YIELD_EVERY, waiters
 from ._backend import ChannelUnavailable, PresenceStore, StoredEntries
 from ._presence_model import Change, Entry, PresenceEvent, PresenceState, decode_entry, members
 
@@ -65,12 +65,22 @@ class PresenceSubscription:
         self._started = False
         self._changes: deque[Change] = deque()
         self._new_waiter, self._wake = (wait := waiters()).new, wait.wake
+        self._checkpoint = wait.checkpoint
+        self._ticks = 0  # events taken since the last checkpoint
         self._waiter: Any = None
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> PresenceEvent:
+        """The next state or diff: a checkpoint, which yields to the other tasks once
+        every few events taken from the buffer."""
+        ticks = self._ticks + 1
+        if ticks >= YIELD_EVERY:
+            self._ticks = 0
+            await self._checkpoint()
+        else:
+            self._ticks = ticks
         while True:
             if self._state is not None:
                 state, self._state = self._state, None
