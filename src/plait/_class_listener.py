@@ -99,7 +99,7 @@ class Listener:
             for name in ("on_accept", "on_disconnect")
             if getattr(cls, name) is not getattr(Listener, name)
         }
-        route._add_listener(
+        route.add_listener(
             cls.on_receive,
             cls._namespace,
             cls.mode,

@@ -31,7 +31,7 @@ from ._reader import read
 from ._state import WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._watchdogs import start_watchdogs
-from ._websocket import WebSocket
+from ._websocket import WebSocket, run_by
 
 __all__ = ("Connection", "ConnectionOptions", "ConnectionStatistics", "Handler", "Heartbeat")
 
@@ -106,8 +106,7 @@ class Connection:
         # What a receive gets once the inbound is closed and empty.
         self._disconnect: Message | None = None
         self._goodbye: tuple[int, str] | None = None
-        self.websocket = WebSocket._run_by(scope, self)
-        self._state = self.websocket._state
+        self.websocket, self._state = run_by(scope, self)
 
     # -- the engine interface of the WebSocket ---------------------------------------
 

@@ -289,12 +289,12 @@ class WebSocketRoute:
         namespace = sys._getframe(1).f_locals
 
         def register(listener_func: ListenerT) -> ListenerT:
-            self._add_listener(listener_func, namespace, mode, on_invalid, concurrency)
+            self.add_listener(listener_func, namespace, mode, on_invalid, concurrency)
             return listener_func
 
         return register if func is None else register(func)
 
-    def _add_listener(
+    def add_listener(
         self,
         func: Callable[..., Any],
         namespace: Mapping[str, Any],
@@ -304,6 +304,11 @@ class WebSocketRoute:
         listener_class: type[Any] | None = None,
         hooks: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
+        """Give the route its listener: plait's internal interface for
+        :meth:`listener`, :func:`plait.listener` and class-based listeners.
+
+        :meta private:
+        """
         if self.handler is not None or self._listener is not None:
             raise RouteConflictError(f"the route {self.path!r} already has a handler or a listener")
         if self.on_receive == "stream":
@@ -628,7 +633,7 @@ def listener(
 
     def decorate(func: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
         route = WebSocketRoute(path, **route_options)
-        route._add_listener(func, sys._getframe(1).f_locals, mode, on_invalid, concurrency)
+        route.add_listener(func, sys._getframe(1).f_locals, mode, on_invalid, concurrency)
         return route
 
     return decorate

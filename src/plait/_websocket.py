@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ._options import ConnectionStatistics
 
-__all__ = ("RoutePort", "WebSocket", "validate_close")
+__all__ = ("RoutePort", "WebSocket", "run_by", "validate_close")
 
 T = TypeVar("T")
 
@@ -55,13 +55,6 @@ class WebSocket(Mapping[str, Any]):
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._start(scope, DirectEngine(receive, send))
-
-    @classmethod
-    def _run_by(cls, scope: Scope, engine: Engine) -> WebSocket:
-        """A WebSocket whose messages ``engine`` moves (the connection engine's)."""
-        websocket = cls.__new__(cls)
-        websocket._start(scope, engine)
-        return websocket
 
     def _start(self, scope: Scope, engine: Engine) -> None:
         if scope.get("type") != "websocket":
@@ -516,6 +509,14 @@ def _bytes_of(message: Message) -> bytes:
             f"({len(message.get('text') or '')} characters)"
         )
     return bytes(data)
+
+
+def run_by(scope: Scope, engine: Engine) -> tuple[WebSocket, ConnectionState]:
+    """A WebSocket whose messages ``engine`` moves (the connection engine's), and the
+    state machine the two share: plait's internal interface for the engine."""
+    websocket = WebSocket.__new__(WebSocket)
+    websocket._start(scope, engine)
+    return websocket, websocket._state
 
 
 class RoutePort:

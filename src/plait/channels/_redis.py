@@ -40,7 +40,7 @@ from ._backend import ChannelUnavailable, Deliver, StoredMessage
 if TYPE_CHECKING:
     from ._redis_presence import RedisPresence
 
-__all__ = ("RedisBackend",)
+__all__ = ("RedisBackend", "converted", "describe", "is_failure", "published", "redacted")
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class RedisBackend:
                         await self._resume(pubsub, reconnected=started)
                         if started:
                             self._reconnects += 1
-                            logger.warning("reconnected to Redis at %s", _redacted(self.url))
+                            logger.warning("reconnected to Redis at %s", redacted(self.url))
                         else:
                             task_status.started()
                             started = True
@@ -279,16 +279,16 @@ class RedisBackend:
                     finally:
                         self._pubsub = None
             except Exception as exc:
-                if not _is_failure(exc):
+                if not is_failure(exc):
                     raise
                 if not started:
                     failure = ChannelUnavailable(
-                        f"cannot reach Redis at {_redacted(self.url)}: {_describe(exc)}"
+                        f"cannot reach Redis at {redacted(self.url)}: {describe(exc)}"
                     )
                     failure.__cause__ = exc
                     return failure
                 log = logger.warning if delay == _FIRST_DELAY else logger.debug
-                log("lost Redis at %s (%s); reconnecting", _redacted(self.url), _describe(exc))
+                log("lost Redis at %s (%s); reconnecting", redacted(self.url), describe(exc))
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _MAX_DELAY)
 
@@ -351,7 +351,7 @@ class RedisBackend:
             raise RuntimeError("the Redis backend is not running")
         key = self._key("history:" if self.history_length else "seq:", channel)
         args = (self._topic(channel), payload, self.history_length, self._age_ms)
-        with _converted(f"could not publish on {channel!r}"):
+        with converted(f"could not publish on {channel!r}"):
             reply: object = await script(keys=[key], args=args)
         if not isinstance(reply, bytes):
             raise ChannelUnavailable(f"Redis answered {reply!r} to a publish")
@@ -368,9 +368,9 @@ class RedisBackend:
                 try:
                     newest = await client.xrevrange(self._key("history:", channel), count=1)
                 except Exception as exc:
-                    if not _is_failure(exc):
+                    if not is_failure(exc):
                         raise
-                    logger.debug("no history position for %r: %s", channel, _describe(exc))
+                    logger.debug("no history position for %r: %s", channel, describe(exc))
                 else:
                     state.start = _text(newest[0].identifier) if newest else "0-0"
             await self._command(channel, subscribe=True)
@@ -397,9 +397,9 @@ class RedisBackend:
                 await pubsub.unsubscribe(self._topic(channel))
         except Exception as exc:
             # The connection is going: `_resume` will act on `_listening` once back.
-            if not _is_failure(exc):
+            if not is_failure(exc):
                 raise
-            logger.debug("(un)subscribing %r failed: %s", channel, _describe(exc))
+            logger.debug("(un)subscribing %r failed: %s", channel, describe(exc))
 
     async def history_covers(self, channel: str, after: str) -> bool:
         """Whether the history still holds everything after ``after``.
@@ -423,7 +423,7 @@ class RedisBackend:
             raise ChannelUnavailable(f"could not read the history of {channel!r}")
         position = self.id_key(after)
         key = self._key("history:", channel)
-        with _converted(f"could not read the history of {channel!r}"):
+        with converted(f"could not read the history of {channel!r}"):
             if not await client.exists([key]):
                 return position == (0, 0)  # nothing kept: only "everything" is complete
             info: Mapping[str, Any] = await client.xinfo_stream(key)
@@ -434,7 +434,7 @@ class RedisBackend:
                 return False
         # history() replays the newest ``history`` messages after ``after``: more than
         # that were missed (the approximate trimming keeps some extra) is a gap too.
-        with _converted(f"could not read the history of {channel!r}"):
+        with converted(f"could not read the history of {channel!r}"):
             missed = await client.xrange(
                 key, start=f"({_canonical(position)}", count=self.history_length + 1
             )
@@ -449,7 +449,7 @@ class RedisBackend:
         """
         if not self.history_length:
             return []
-        with _converted(f"could not read the history of {channel!r}"):
+        with converted(f"could not read the history of {channel!r}"):
             return await self._stored(channel, after, limit=self.history_length)
 
     async def _stored(self, channel: str, after: str | None, *, limit: int) -> list[StoredMessage]:
@@ -520,31 +520,32 @@ def _canonical(key: tuple[int, ...]) -> str:
 _FAILURES = (coredis.exceptions.RedisError, TimeoutError, OSError)
 
 
-def _is_failure(exc: BaseException) -> bool:
+def is_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or every exception of a group) is Redis failing, not a bug."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_is_failure(inner) for inner in exc.exceptions)
+        return all(is_failure(inner) for inner in exc.exceptions)
     return isinstance(exc, _FAILURES)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """The first error's text (through exception groups), for messages and logs."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
 
 
 @contextmanager
-def _converted(action: str) -> Iterator[None]:
+def converted(action: str) -> Iterator[None]:
     """Raise Redis's failures as :class:`ChannelUnavailable`."""
     try:
         yield
     except Exception as exc:
-        if not _is_failure(exc):
+        if not is_failure(exc):
             raise
-        raise ChannelUnavailable(f"{action}: {_describe(exc)}") from exc
+        raise ChannelUnavailable(f"{action}: {describe(exc)}") from exc
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     parts = urlsplit(url)
     if parts.password is None:

@@ -52,7 +52,7 @@ from anyio.abc import TaskStatus
 from .._codec import decode_json
 from .._exceptions import MessageDecodeError
 from ._backend import ChannelUnavailable, DeliverDiff
-from ._redis import _converted, _describe, _is_failure, _redacted, published
+from ._redis import converted, describe, is_failure, published, redacted
 from ._redis_presence_scripts import BEAT, DEAD, FORGET, SWEEP, WRITE
 
 __all__ = ("RedisPresence",)
@@ -183,7 +183,7 @@ class RedisPresence:
         client = self._client
         if client is None or not self._connected:
             raise ChannelUnavailable(f"could not read the presence of {channel!r}: no Redis")
-        with _converted(f"could not read the presence of {channel!r}"):
+        with converted(f"could not read the presence of {channel!r}"):
             stored = await client.hgetall(self._hash(channel))
         seq = stored.pop(b"seq", b"0")
         return int(seq), {ref.decode(): entry for ref, entry in stored.items()}
@@ -237,13 +237,13 @@ class RedisPresence:
                         self._connected = False
                         self._pubsub = None
             except Exception as exc:
-                if not _is_failure(exc):
+                if not is_failure(exc):
                     raise
                 log = logger.warning if delay == _FIRST_DELAY else logger.debug
                 log(
                     "presence lost Redis at %s (%s); reconnecting",
-                    _redacted(self.url),
-                    _describe(exc),
+                    redacted(self.url),
+                    describe(exc),
                 )
             if not started:
                 task_status.started()  # tracks are kept here until Redis answers
@@ -269,7 +269,7 @@ class RedisPresence:
         """Whatever happened while away (a restart, a sweep), Redis gets this process's
         entries as they are now; then the views read their channels again."""
         if again:
-            logger.warning("presence reconnected to Redis at %s", _redacted(self.url))
+            logger.warning("presence reconnected to Redis at %s", redacted(self.url))
         client = self._client
         if client is not None:
             await self._reconcile(await self._channels(client))
@@ -312,10 +312,10 @@ class RedisPresence:
                     await pubsub.unsubscribe(self._topic(channel))
                     self._subscribed.discard(channel)
             except Exception as exc:
-                if not _is_failure(exc):
+                if not is_failure(exc):
                     raise
                 # The connection is going: `_connect` subscribes what is listened.
-                logger.debug("(un)subscribing presence %r failed: %s", channel, _describe(exc))
+                logger.debug("(un)subscribing presence %r failed: %s", channel, describe(exc))
 
     # -- writes ---------------------------------------------------------------------
 
@@ -351,10 +351,10 @@ class RedisPresence:
                 self._dirty[channel] = None
                 logger.warning("presence: Redis took too long to write %r; will retry", channel)
         except Exception as exc:
-            if not _is_failure(exc):
+            if not is_failure(exc):
                 raise
             logger.warning(
-                "presence could not write %r to Redis (%s); will retry", channel, _describe(exc)
+                "presence could not write %r to Redis (%s); will retry", channel, describe(exc)
             )
         finally:
             idle = not lock.locked() and not lock.statistics().tasks_waiting
@@ -422,11 +422,11 @@ class RedisPresence:
                 await client.zrem(self._deadlines, [self.process])
                 await client.delete([self._channels_key(self.process)])
         except Exception as exc:
-            if not _is_failure(exc):
+            if not is_failure(exc):
                 raise
             logger.warning(
                 "presence could not remove this process's entries (%s): they go within %.1f s",
-                _describe(exc),
+                describe(exc),
                 self.ttl + self.sweep,
             )
 
@@ -457,10 +457,10 @@ class RedisPresence:
                 elif self._dirty:
                     await self._reconcile(list(self._dirty))
             except Exception as exc:
-                if not _is_failure(exc):
+                if not is_failure(exc):
                     raise
                 self._rewrite_all = self._rewrite_all or rewrite_all  # next time, then
-                logger.debug("presence heartbeat failed: %s", _describe(exc))
+                logger.debug("presence heartbeat failed: %s", describe(exc))
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -468,9 +468,9 @@ class RedisPresence:
                 try:
                     await self._sweep()
                 except Exception as exc:
-                    if not _is_failure(exc):
+                    if not is_failure(exc):
                         raise
-                    logger.debug("presence sweep failed: %s", _describe(exc))
+                    logger.debug("presence sweep failed: %s", describe(exc))
             await anyio.sleep(self.sweep)
 
     async def _sweep(self) -> None:

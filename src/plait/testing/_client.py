@@ -187,15 +187,15 @@ class AsyncTestClient:
             raise_server_exceptions=self._raise_server_exceptions,
             send_after_disconnect=self._send_after_disconnect,
         )
-        denial = await session._open()
+        denial = await session.open_handshake()
         if denial is not None:
             raise WebSocketDenied(*denial)
         try:
             yield session
         except BaseException as exc:
-            await session._exit(exc)
+            await session.exit_block(exc)
             raise
-        await session._exit(None)
+        await session.exit_block(None)
 
     def _websocket_scope(
         self, path: str, subprotocols: list[str], headers: Headers | None

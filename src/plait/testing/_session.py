@@ -260,8 +260,13 @@ class AsyncWebSocketTestSession:
             self._from_app_recv.close()
         await anyio.lowlevel.checkpoint()
 
-    async def _open(self) -> Denial | None:
-        """Run the handshake; on a denial, wait for the application and return the denial."""
+    async def open_handshake(self) -> Denial | None:
+        """Run the handshake; on a denial, wait for the application and return the denial.
+
+        The test client's interface to its session (it enters the session's block).
+
+        :meta private:
+        """
         self._to_app_send.send_nowait({"type": "websocket.connect"})
         self._task_group.start_soon(self._run_app)
         try:
@@ -299,7 +304,12 @@ class AsyncWebSocketTestSession:
             more_body = part is not None and bool(part.get("more_body", False))
         return (int(message["status"]), decode_headers(message.get("headers") or []), bytes(body))
 
-    async def _exit(self, exc: BaseException | None) -> None:
+    async def exit_block(self, exc: BaseException | None) -> None:
+        """Leave the session's block: close with 1000 and wait for the application, or,
+        on a cancellation, disconnect at once. The test client's interface to its session.
+
+        :meta private:
+        """
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             self._disconnect(1006, "")
             await self._finish(wait=False)
