@@ -66,7 +66,9 @@ def bench(session: nox.Session) -> None:
     (server RSS over 2,000 uncompressed idle connections, against raw ASGI), then the
     cancellation latency. Options after ``--`` go to both echo runs, for example
     ``nox -s bench -- --quick``; of them the fan-out and the memory runs take ``--quick``
-    only (their other options differ).
+    only (their other options differ). ``nox -s bench -- --before REV`` (a git revision,
+    for example ``--before 8ac291d^``) also serves plait and its typed listener from REV in
+    both echo runs, same rounds, reported as ``plait@<hash>`` with its own ratio to raw.
     """
     session.install("-e", ".[bench]", "websockets>=13")
     session.run("python", "-m", "benchmarks.echo", *session.posargs)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,13 +92,17 @@ def _last_line(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_server(worker: str, app: str, module: str = "benchmarks.apps") -> Iterator[Server]:
+def run_server(
+    worker: str, app: str, module: str = "benchmarks.apps", env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
     """Run ``hypercorn MODULE:APP`` on the server core for the duration of the block.
 
     Args:
         worker: hypercorn worker class (``asyncio``, ``trio``, ``uvloop``).
         app: Name of an app in `module`.
         module: The module hypercorn imports the app from (`benchmarks.apps` by default).
+        env: Variables set in the server's environment besides this process's and the
+            malloc settings, for example a ``PYTHONPATH`` to an earlier plait.
 
     Yields:
         The server, already listening. Its `Server.log` is filled in after the block.
@@ -129,7 +133,7 @@ def run_server(worker: str, app: str, module: str = "benchmarks.apps") -> Iterat
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env={**os.environ, **SERVER_ENV},
+                env={**os.environ, **SERVER_ENV, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

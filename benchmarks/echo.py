@@ -7,6 +7,10 @@
 JSON object and the apps ``raw_json``, ``plait_listener`` and ``litestar_listener_typed``
 decode it into a msgspec Struct and encode it back; ratios are to ``raw_json``.
 
+``--before REV`` also serves ``plait`` and ``plait_listener`` from git revision REV (a
+temporary worktree, imported through ``PYTHONPATH``) in the same rounds, reported as
+``plait@<short hash>``: the engine before and after a change, each as a ratio to raw.
+
 For each worker class and round, every app (in an order rotated each round) gets a fresh
 hypercorn on core 0 and the picows client on core 1, once per connection count. The report
 gives each app's median messages per second and the median of its per-round ratios to the
@@ -16,6 +20,7 @@ baseline app measured in the same round; the JSON goes to ``benchmarks/results/`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -24,7 +29,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _before
 from benchmarks import apps as bench_apps
+from benchmarks._before import Before, before_source
 from benchmarks._processes import Server, run_client, run_server
 from benchmarks._report import Measurement, render_markdown, summarize
 from benchmarks._runner import (
@@ -43,6 +50,8 @@ DEFAULT_APPS = {"text": bench_apps.NAMES, "json": bench_apps.JSON_NAMES}
 """The apps each payload runs unless ``--apps`` says otherwise."""
 BASELINES = {"text": "raw", "json": "raw_json"}
 """The raw ASGI app each payload's ratios divide by unless ``--baseline`` says otherwise."""
+Servers = dict[str, tuple[str, dict[str, str]]]
+"""Each label the report shows: the app hypercorn serves and what its environment adds."""
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,6 +72,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", help="app the ratios divide by (raw, or raw_json for json)")
     parser.add_argument("--conns", type=lambda t: [int(c) for c in csv_list(t)], default=[1, 50])
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round of 2 s")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also serve plait and plait_listener from git revision REV, as plait@<hash>",
+    )
     args = parser.parse_args(argv)
     args.apps = args.apps if args.apps is not None else list(DEFAULT_APPS[args.payload])
     args.baseline = args.baseline or BASELINES[args.payload]
@@ -81,6 +95,34 @@ def _available(apps: Sequence[str], payload: str) -> tuple[list[str], dict[str, 
     for app, reason in skipped.items():
         print(f"note: skipping {app}: {reason}", flush=True)
     return [a for a in apps if a not in skipped], skipped
+
+
+def _with_before(
+    apps: list[str], before: Before, payload: str, skipped: dict[str, str]
+) -> tuple[list[str], Servers]:
+    """Put each plait app's run from `before` right after it; note those that cannot run.
+
+    Raises:
+        RuntimeError: The servers would not import plait from the worktree.
+    """
+    servers: Servers = {app: (app, {}) for app in apps}
+    wanted = [app for app in apps if app in _before.APPS]
+    reasons = _before.probe(before, wanted, payload)
+    if running := [before.label(app) for app in wanted if app not in reasons]:
+        print(f"note: {', '.join(running)}: plait from {before.path / 'src'}", flush=True)
+    ordered: list[str] = []
+    for app in apps:
+        ordered.append(app)
+        if app not in wanted:
+            continue
+        label = before.label(app)
+        if app in reasons:
+            print(f"note: skipping {label}: {reasons[app]}", flush=True)
+            skipped[label] = reasons[app]
+            continue
+        ordered.append(label)
+        servers[label] = (app, before.env)
+    return ordered, servers
 
 
 def _measure(cell: Measurement, server: Server, args: argparse.Namespace) -> Measurement:
@@ -119,13 +161,14 @@ def _progress(cell: Measurement) -> None:
 
 
 def _serve_and_measure(
-    worker: str, round_index: int, app: str, args: argparse.Namespace
+    worker: str, round_index: int, label: str, args: argparse.Namespace, servers: Servers
 ) -> list[Measurement]:
-    """Start one server for `app` and measure it at every connection count."""
-    cells = [Measurement(worker, round_index, app, conns) for conns in args.conns]
+    """Start one server for the app `label` names and measure it at every connection count."""
+    cells = [Measurement(worker, round_index, label, conns) for conns in args.conns]
+    app, env = servers.get(label, (label, {}))
     server: Server | None = None
     try:
-        with run_server(worker, app) as server:
+        with run_server(worker, app, env=env) as server:
             for cell in cells:
                 _progress(_measure(cell, server, args))
     except RuntimeError as exc:
@@ -148,13 +191,36 @@ def run(args: argparse.Namespace) -> int:
     if not apps:
         print("nothing to run", file=sys.stderr)
         return 1
+    if args.before is not None and not set(apps) & set(_before.APPS):
+        print(f"note: --before {args.before}: none of {', '.join(_before.APPS)} runs", flush=True)
+        args.before = None
+    with contextlib.ExitStack() as stack:
+        before: Before | None = None
+        servers: Servers = {app: (app, {}) for app in apps}
+        if args.before is not None:
+            try:
+                before = stack.enter_context(before_source(args.before))
+                apps, servers = _with_before(apps, before, args.payload, skipped)
+            except RuntimeError as exc:
+                print(f"--before {args.before}: {exc}", file=sys.stderr)
+                return 1
+        return _run(args, apps, skipped, servers, before)
+
+
+def _run(
+    args: argparse.Namespace,
+    apps: list[str],
+    skipped: dict[str, str],
+    servers: Servers,
+    before: Before | None,
+) -> int:
     started = time.strftime("%Y%m%dT%H%M%S")
     clock, load = time.monotonic(), os.getloadavg()
     cells: list[Measurement] = []
     for worker in args.workers:
         for round_index in range(args.rounds):
             for app in rotated(apps, round_index):
-                cells += _serve_and_measure(worker, round_index, app, args)
+                cells += _serve_and_measure(worker, round_index, app, args, servers)
     groups = summarize(cells, args.workers, apps, args.conns, args.baseline)
     print()
     print(render_markdown(groups, apps, args.baseline))
@@ -162,6 +228,13 @@ def run(args: argparse.Namespace) -> int:
     meta = run_meta(args, started, PACKAGES, skipped) | {
         "load_average_start": load,
         "elapsed_s": round(time.monotonic() - clock, 1),
+        "before": None
+        if before is None
+        else {
+            "rev": before.rev,
+            "commit": before.commit,
+            "apps": {label: app for label, (app, env) in servers.items() if env},
+        },
     }
     document = {
         "meta": meta,
