@@ -51,35 +51,33 @@ class Channel(Generic[T]):
 
     # Lists, not deques: a channel holds a handful of items, and an empty deque costs
     # ten times an empty list in every idle connection.
-    __slots__ = ("_capacity", "_closed", "_items", "_receivers", "_senders", "_waiters")
+    __slots__ = ("_receivers", "_senders", "_waiters", "capacity", "closed", "items")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
-        self._items: list[T] = []
+        self.capacity = capacity
+        # Plain attributes, read on the engine's path of every message (a property or
+        # len() would be a call): the capacity, what waits, oldest first (read, never
+        # change it), and whether close() was called.
+        self.items: list[T] = []
         self._senders: list[Any] = []
         self._receivers: list[Any] = []
-        self._closed = False
+        self.closed = False
         self._waiters = waiters()
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     @property
     def full(self) -> bool:
         """True while ``send`` would wait."""
-        return len(self._items) >= self._capacity
+        return len(self.items) >= self.capacity
 
     def statistics(self) -> ChannelStatistics:
         """Return the channel's counters."""
         return ChannelStatistics(
-            len(self._items), self._capacity, len(self._senders), len(self._receivers)
+            len(self.items), self.capacity, len(self._senders), len(self._receivers)
         )
 
     # -- sending --------------------------------------------------------------------
@@ -91,11 +89,11 @@ class Channel(Generic[T]):
             WouldBlock: The channel is full.
             ClosedResourceError: The channel is closed.
         """
-        if self._closed:
+        if self.closed:
             raise ClosedResourceError
-        if len(self._items) >= self._capacity:
+        if len(self.items) >= self.capacity:
             raise WouldBlock
-        self._items.append(item)
+        self.items.append(item)
         if self._receivers:
             self._waiters.wake(self._receivers.pop(0))
 
@@ -105,9 +103,9 @@ class Channel(Generic[T]):
         Raises:
             ClosedResourceError: The channel is closed.
         """
-        if self._closed:
+        if self.closed:
             raise ClosedResourceError
-        self._items.append(item)
+        self.items.append(item)
         if self._receivers:
             self._waiters.wake(self._receivers.pop(0))
 
@@ -117,11 +115,11 @@ class Channel(Generic[T]):
         Raises:
             ClosedResourceError: The channel is closed.
         """
-        items = self._items
+        items = self.items
         while True:
-            if self._closed:
+            if self.closed:
                 raise ClosedResourceError
-            if len(items) < self._capacity:
+            if len(items) < self.capacity:
                 items.append(item)
                 if self._receivers:
                     self._waiters.wake(self._receivers.pop(0))
@@ -137,12 +135,12 @@ class Channel(Generic[T]):
             WouldBlock: The channel is empty.
             EndOfStream: The channel is empty and closed.
         """
-        if self._items:
-            item = self._items.pop(0)
+        if self.items:
+            item = self.items.pop(0)
             if self._senders:
                 self._waiters.wake(self._senders.pop(0))
             return item
-        if self._closed:
+        if self.closed:
             raise EndOfStream
         raise WouldBlock
 
@@ -152,14 +150,14 @@ class Channel(Generic[T]):
         Raises:
             EndOfStream: The channel is empty and closed.
         """
-        items = self._items
+        items = self.items
         while True:
             if items:
                 item = items.pop(0)
                 if self._senders:
                     self._waiters.wake(self._senders.pop(0))
                 return item
-            if self._closed:
+            if self.closed:
                 raise EndOfStream
             # Inline rather than through _wait(): one coroutine less per message.
             waiters, receivers = self._waiters, self._receivers
@@ -175,7 +173,7 @@ class Channel(Generic[T]):
 
     def close(self) -> None:
         """Close the channel: senders fail, receivers drain what is queued, then stop."""
-        self._closed = True
+        self.closed = True
         for queue in (self._senders, self._receivers):
             while queue:
                 self._waiters.wake(queue.pop(0))

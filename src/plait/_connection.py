@@ -18,7 +18,7 @@ import anyio
 from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
-from ._backend import YIELD_EVERY, waiters
+from ._backend import YIELD_EVERY
 from ._channel import Channel
 from ._children import Children
 from ._ending import await_disconnect, close_and_drain, close_for, close_for_end, send_goodbye
@@ -63,7 +63,6 @@ class Connection:
         "_outbound",
         "_state",
         "_task_group",
-        "_ticks",
         "_timer",
         "dropped",
         "inbound",
@@ -98,7 +97,6 @@ class Connection:
         self._timer: anyio.CancelScope | None = None
         self._children: Children | None = None
         self.received = self.dropped = self.limited = 0
-        self._ticks = 0  # receives since the last checkpoint
         # While the peer's leaving: work on taken messages not done yet (a listener's
         # concurrent calls), and whether the handler asked past the last message.
         self._holds = 0
@@ -113,15 +111,20 @@ class Connection:
     async def receive(self) -> Message:
         """The next message the reader read; the disconnect once they are all taken.
 
-        A checkpoint: one that finds a message waiting yields to the other tasks
-        once every few calls, so that a loop of them cannot starve the event loop.
+        A checkpoint: one that waits is a wait like any other; one that finds a
+        message counts with the sends that did not suspend, and after
+        :data:`~plait._backend.YIELD_EVERY` of them in a row yields to the other tasks
+        first, so that a loop of them cannot starve the event loop.
         """
-        ticks = self._ticks + 1
-        if ticks >= YIELD_EVERY:
-            self._ticks = 0
-            await waiters().checkpoint()
+        outbound = self._outbound
+        if self.inbound.items:
+            ticks = outbound.ticks + 1
+            if ticks >= YIELD_EVERY:
+                ticks = 0
+                await outbound.checkpoint()
+            outbound.ticks = ticks
         else:
-            self._ticks = ticks
+            outbound.ticks = 0  # it waits (or the connection is over)
         try:
             message = await self.inbound.receive()
         except EndOfStream:

@@ -17,11 +17,13 @@ the *baton* and makes the ``send`` call itself, as the writer's delegate:
 - handed back: when the call returns and others queued meanwhile, the writer is woken
   (started on first use) to deliver them.
 
-Every send is a checkpoint: one in every :data:`~plait._backend.YIELD_EVERY` yields to
-the event loop before anything else (a send that completes without suspending would
-otherwise let a loop of them starve every other connection), and a send refused
-because the outbound is closed yields before it raises, so that a handler that swallows
-the error still lets the engine in.
+Every send is a checkpoint. One that waits (for room, or in the server's ``send``) is
+one like any wait. The others count in :attr:`Outbound.ticks`, with the connection's
+receives that found a message waiting: when :data:`~plait._backend.YIELD_EVERY` such
+calls came in a row, the next one yields to the event loop first (a send that completes
+without suspending would otherwise let a loop of them starve every other connection). A
+send refused because the outbound is closed yields before it raises, so that a handler
+that swallows the error still lets the engine in.
 
 The writer task exists only once something had to queue. The baton is used on asyncio
 only (see :func:`baton_allowed`).
@@ -117,10 +119,11 @@ class Outbound:
         "_queue",
         "_scope",
         "_start_writer",
-        "_ticks",
         "_wait",
         "_writing",
+        "checkpoint",
         "sent",
+        "ticks",
     )
 
     def __init__(
@@ -145,7 +148,10 @@ class Outbound:
         self._parked: Any = None  # the writer's waiter while it waits for work
         self._done: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None  # a baton send in flight
-        self._ticks = 0  # sends since the last checkpoint
+        # Sends and receives of the connection that did not suspend, in a row, and the
+        # loop's yield that ends such a run.
+        self.ticks = 0
+        self.checkpoint = self._wait.checkpoint
         self.sent = 0
 
     @property
@@ -170,21 +176,22 @@ class Outbound:
             ClosedResourceError: The outbound is closed (the connection is over, or the
                 peer left); the message was not sent.
         """
-        ticks = self._ticks + 1
+        ticks = self.ticks + 1
         if ticks >= YIELD_EVERY:
-            self._ticks = 0
-            await self._wait.checkpoint()
-        else:
-            self._ticks = ticks
+            ticks = 0
+            await self.checkpoint()
+        self.ticks = ticks
         queue = self._queue
         if queue.closed:
-            await self._wait.checkpoint()  # a loop that swallows this still lets others in
+            await self.checkpoint()  # a loop that swallows this still lets others in
             raise ClosedResourceError
-        if not self._baton or self._busy or len(queue):
+        if not self._baton or self._busy or queue.items:
             if _is_final(message):
                 queue.force_nowait(message)
                 queue.close()
             else:
+                if len(queue.items) >= queue.capacity:
+                    self.ticks = 0  # it waits for room: a suspension
                 await queue.send(message)
             self._kick()
             return
@@ -203,6 +210,7 @@ class Outbound:
             except StopIteration:
                 pass
             else:
+                self.ticks = 0  # the server's send suspended
                 with anyio.CancelScope(shield=True) as scope:
                     self._scope = scope
                     await _Resume(steps, first)
@@ -216,7 +224,7 @@ class Outbound:
         finally:
             self._scope = None
             self._busy = False
-            if len(queue) or queue.closed:
+            if queue.items or queue.closed:
                 self._kick()
         self.sent += 1
         if final:
@@ -280,7 +288,7 @@ class Outbound:
         if parked is not None:
             self._parked = None
             self._wait.wake(parked)
-        elif not self._writing and len(self._queue):
+        elif not self._writing and self._queue.items:
             self._writing = True
             self._start_writer(self._write)
 
@@ -289,8 +297,8 @@ class Outbound:
         queue = self._queue
         try:
             while True:
-                if self._busy or not len(queue):
-                    if queue.closed and not len(queue) and not self._busy:
+                if self._busy or not queue.items:
+                    if queue.closed and not queue.items and not self._busy:
                         return
                     self._parked = waiter = self._wait.new()
                     try:
