@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import anyio
 from anyio import ClosedResourceError, EndOfStream, get_cancelled_exc_class
@@ -21,7 +21,14 @@ from anyio.abc import TaskGroup
 from ._backend import YIELD_EVERY
 from ._channel import Channel
 from ._children import Children
-from ._ending import await_disconnect, close_and_drain, close_for, close_for_end, send_goodbye
+from ._ending import (
+    await_disconnect,
+    close_and_drain,
+    close_for,
+    close_for_end,
+    drain_abandoned,
+    send_goodbye,
+)
 from ._engine import closer
 from ._exceptions import WebSocketStateError
 from ._lifecycle import Action, Event, Phase, transition
@@ -39,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[WebSocket], Awaitable[Any]]
 """A connection handler: an async function taking the :class:`WebSocket`."""
-
-_CONNECTING: Final = WebSocketState.CONNECTING
 
 
 class Connection:
@@ -60,6 +65,7 @@ class Connection:
         "_goodbye",
         "_handler_scope",
         "_holds",
+        "_lost",
         "_outbound",
         "_state",
         "_task_group",
@@ -104,6 +110,7 @@ class Connection:
         # What a receive gets once the inbound is closed and empty.
         self._disconnect: Message | None = None
         self._goodbye: tuple[int, str] | None = None
+        self._lost = False  # the peer left without a close (1006): see drain_abandoned
         self.websocket, self._state = run_by(scope, self)
 
     # -- the engine interface of the WebSocket ---------------------------------------
@@ -277,9 +284,11 @@ class Connection:
                 await self._say_goodbye()
             raise
         await self._say_goodbye()
-        if self.phase is Phase.CLOSED and self._state.application is not _CONNECTING:
-            await await_disconnect(self._asgi_receive)
         state = self._state
+        if self.phase is Phase.CLOSED and state.accepted:
+            self._lost = await await_disconnect(self._asgi_receive)
+        if self._lost:
+            await drain_abandoned(self._asgi_receive)
         logger.debug(
             "connection closed: %s with code %s by the %s", path, state.close_code, state.closed_by
         )
@@ -322,14 +331,21 @@ class Connection:
     def peer_left(self, disconnect: Message) -> None:
         """The server reported the peer gone: the handler takes what it sent first."""
         event = Event.PEER_LEFT_UNREAD if len(self.inbound) else Event.PEER_LEFT
-        self._on(event, disconnect.get("code", 1005), disconnect.get("reason") or "")
+        code = disconnect.get("code", 1005)
+        self._lost = code == 1006
+        self._on(event, code, disconnect.get("reason") or "")
 
     def _send_failed(self, exc: BaseException) -> None:
         """The server's send raised: the peer is gone."""
         # hypercorn's trio worker raises trio.BusyResourceError when the app sends while
-        # it answers the peer's close: the peer leaving, not a server fault.
-        if isinstance(exc, OSError) or type(exc).__name__ == "BusyResourceError":
+        # it answers the peer's close: the peer leaving, not a server fault. And h11's
+        # LocalProtocolError when the client broke the handshake (data right behind the
+        # upgrade request, hypercorn#225): hypercorn answered it with a 400 already.
+        name = type(exc).__name__
+        if isinstance(exc, OSError) or name == "BusyResourceError":
             logger.debug("send failed: the peer is gone", exc_info=exc)
+        elif name == "LocalProtocolError":
+            logger.info("%s: the server refused a send (%s); the client is gone", self.path, exc)
         else:
             logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
         event = Event.SEND_FAILED_UNREAD if len(self.inbound) else Event.SEND_FAILED

@@ -7,8 +7,10 @@ import logging
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 from anyio import ClosedResourceError, get_cancelled_exc_class
 
+from ._backend import YIELD_EVERY
 from ._exceptions import MessageDecodeError, MessageTypeError, PlaitError, first_error
 from ._outbound import Outbound
 from ._state import ConnectionState, WebSocketState, validate_close
@@ -20,10 +22,13 @@ __all__ = (
     "close_for",
     "close_for_end",
     "denial",
+    "drain_abandoned",
     "send_goodbye",
 )
 
 _GOODBYE_TIMEOUT: Final = 1.0
+_ABANDONED_IDLE: Final = 0.05
+_ABANDONED_LIMIT: Final = 5.0
 
 logger = logging.getLogger("plait._connection")
 
@@ -141,17 +146,51 @@ async def send_goodbye(send: Send, code: int, reason: str) -> bool:
     return False
 
 
-async def await_disconnect(receive: Receive) -> None:
+async def await_disconnect(receive: Receive) -> bool:
     """After closing: read until the server reports the peer gone (bounded).
 
     A server whose queue to the application is full (hypercorn's is bounded, and a
     closed connection's reader has stopped) waits for the application to take a
     message before it can see the peer's answer to the close and let the socket go;
     whatever comes now is read and dropped.
+
+    Returns:
+        True if the peer was lost without a close (1006): see :func:`drain_abandoned`.
     """
     with anyio.move_on_after(_GOODBYE_TIMEOUT):
         try:
-            while (await receive())["type"] != "websocket.disconnect":
-                pass
+            count = 0
+            while (message := await receive())["type"] != "websocket.disconnect":
+                count += 1
+                if not count % YIELD_EVERY:
+                    await anyio.lowlevel.checkpoint()  # a server that never waits: bounded
         except Exception:
             logger.debug("receive failed after the close", exc_info=True)
+            return False
+        return bool(message.get("code") == 1006)
+    return False
+
+
+async def drain_abandoned(receive: Receive) -> None:
+    """After a connection lost without a close (1006): take what the server still holds.
+
+    hypercorn's trio worker, when a send to a reset socket fails, queues the disconnect
+    ahead of the messages its reader task still puts into the application's bounded
+    queue, and never closes that queue when the application returns: an application
+    that stops at the disconnect leaves the server's task blocked for good, with what it
+    holds. So read on and drop, until nothing comes for a moment, or the server says the
+    disconnect again (bounded: what a socket's buffers held takes well under the limit).
+    """
+    with anyio.move_on_after(_ABANDONED_LIMIT):
+        try:
+            count = 0
+            while True:
+                with anyio.move_on_after(_ABANDONED_IDLE) as idle:
+                    message = await receive()
+                if idle.cancelled_caught or message["type"] == "websocket.disconnect":
+                    return
+                count += 1
+                if not count % YIELD_EVERY:
+                    await anyio.lowlevel.checkpoint()  # a server that never waits: bounded
+        except Exception:
+            logger.debug("receive failed after the peer was lost", exc_info=True)
