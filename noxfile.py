@@ -85,13 +85,19 @@ def soak(session: nox.Session) -> None:
 
     10,000 churned connections (clean closes, resets, closes mid-send), 100,000 mixed
     hostile messages to a typed listener, and a Redis with history restarted mid-stream
-    (needs ``redis-server`` on PATH; a private one is started on a free port). Prints
+    (needs ``redis-server`` on PATH; a private one is started on a free port); then the
+    engine's Hypothesis model (``tests/test_engine_model.py``) with ``PLAIT_SOAK=1``:
+    many more random interleavings than CI runs. Prints
     teardowns missed, tasks left running, RSS growth, close codes by kind, lost and
     duplicated messages, and fails when an invariant does not hold. Options after
     ``--`` go to ``python -m benchmarks.soak``, for example ``nox -s soak -- --quick``.
     """
-    session.install("-e", ".[bench,redis]", "websockets>=13")
+    session.install("-e", ".[bench,redis,test]", "websockets>=13")
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
+    # The engine's model-based test with its large profile (PLAIT_SOAK=1).
+    session.run(
+        "pytest", "--timeout", "1800", "tests/test_engine_model.py", env={"PLAIT_SOAK": "1"}
+    )
 
 
 @nox.session  # on the Python that runs nox: the quickstart asks only for 3.11 or later
