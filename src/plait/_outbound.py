@@ -190,8 +190,6 @@ class Outbound:
                 queue.force_nowait(message)
                 queue.close()
             else:
-                if len(queue.items) >= queue.capacity:
-                    self.ticks = 0  # it waits for room: a suspension
                 await queue.send(message)
             self._kick()
             return
