@@ -64,6 +64,10 @@ class Reading(Protocol):
         """The server reported the peer gone."""
         ...
 
+    def departure(self) -> tuple[int, str] | None:
+        """The peer's close while the handler still takes what it sent before leaving."""
+        ...
+
 
 async def read(connection: Reading, receive: Receive) -> None:
     """Read from the server until the peer leaves or the connection ends."""
@@ -175,7 +179,11 @@ async def _wait_for_room(connection: Reading, message: Message) -> bool:
             await inbound.send(message)
             return True
     except ClosedResourceError:
-        return True  # the engine closed the connection meanwhile: dropped
+        if connection.departure() is not None:
+            # The peer left (a send failed) while this waited for room: it came before,
+            # and the handler drains what the peer sent before leaving.
+            inbound.owe_nowait(message)
+        return True  # else the engine closed the connection meanwhile: dropped
     # Nothing taken for stall_timeout: keep this one (one past the capacity) and read
     # on, so that the peer's leaving is seen however long the handler sleeps.
     inbound.force_nowait(message)

@@ -6,6 +6,7 @@ when its option is set; each ends the connection through the engine's ``abort``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Protocol
 
@@ -62,7 +63,7 @@ def start_watchdogs(task_group: TaskGroup, connection: Watched, options: Connect
     if options.idle_timeout is not None:
         task_group.start_soon(watch_idle, connection, options.idle_timeout)
     if options.heartbeat is not None:
-        task_group.start_soon(beat, connection, options.heartbeat)
+        task_group.start_soon(beat, connection, options.heartbeat, task_group)
     if options.send_timeout is not None:
         task_group.start_soon(watch_sends, connection, options.send_timeout)
 
@@ -81,17 +82,23 @@ async def watch_idle(connection: Watched, limit: float) -> None:
             return
 
 
-async def beat(connection: Watched, heartbeat: Heartbeat) -> None:
-    """Ping every interval; close with 1001 when nothing arrives in the timeout after."""
+async def _ping(connection: Watched, ping: Message) -> None:
+    with contextlib.suppress(ClosedResourceError):
+        await connection.send(ping)
+
+
+async def beat(connection: Watched, heartbeat: Heartbeat, task_group: TaskGroup) -> None:
+    """Ping every interval; close with 1001 when nothing arrives in the timeout after.
+
+    The ping is sent from a task of its own: a send to a client that stopped reading
+    may never return, and the timeout must still be checked.
+    """
     ping: Message = {"type": "websocket.send", "text": heartbeat.ping}
     next_ping = anyio.current_time() + heartbeat.interval
     while True:
         await anyio.sleep(max(0.0, next_ping - anyio.current_time()))
         seen = connection.received
-        try:
-            await connection.send(dict(ping))
-        except ClosedResourceError:
-            return
+        task_group.start_soon(_ping, connection, dict(ping))
         next_ping = anyio.current_time() + heartbeat.interval  # a cadence from the ping
         await anyio.sleep(heartbeat.timeout)
         if connection.received == seen:
