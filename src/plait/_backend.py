@@ -18,14 +18,13 @@ import sniffio
 
 __all__ = ("YIELD_EVERY", "Waiters", "waiters")
 
-YIELD_EVERY = 64
+YIELD_EVERY = 16
 """Calls of a send or a receive that found room or a message, in a row, after which the
 next one yields to the event loop (a cancellation point and a turn for every other
 task): a loop of them cannot starve the loop, on asyncio either, where a server's send
 may complete without suspending. At about 15 µs a send to hypercorn, the other
-connections get a turn at least every millisecond; a yield costs about one loop
-iteration, so one per 64 calls is under 2% of the engine's own work per message
-(counted with callgrind, ``benchmarks/README.md``)."""
+connections get a turn every quarter of a millisecond. The count resets whenever a call
+really waits, so a ping-pong connection never pays for it (``benchmarks/README.md``)."""
 
 
 class Waiters(NamedTuple):
