@@ -123,7 +123,8 @@ async def test_a_send_failing_with_oserror_ends_a_handler_waiting_elsewhere(
     sender: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The reader has nothing to report (the server never sends a disconnect): only the
-    # failed send can tell the engine that the peer is gone.
+    # failed send can tell the engine that the peer is gone. It waits drain_timeout for
+    # the server to hand over what the peer sent before it went, then cancels.
     server = FakeServer()
     attempts: list[Message] = []
     ended: list[str] = []
@@ -152,7 +153,10 @@ async def test_a_send_failing_with_oserror_ends_a_handler_waiting_elsewhere(
             ended.append("handler")
 
     heartbeat = Heartbeat(interval=0.01, timeout=10) if sender == "heartbeat" else None
-    await server.serve(handler, send=send, heartbeat=heartbeat)
+    drain = 0.2
+    started = anyio.current_time()
+    await server.serve(handler, send=send, heartbeat=heartbeat, drain_timeout=drain)
+    assert drain <= anyio.current_time() - started < drain + 1
     assert sorted(ended) == (["child", "handler"] if sender == "child task" else ["handler"])
     assert len(attempts) == 1  # the first failure ended the connection
     assert server.sent == [ACCEPT]  # and no close frame went to a gone peer
@@ -914,6 +918,9 @@ async def test_messages_read_before_a_send_fails_still_reach_the_handler() -> No
 
     async def send(message: Message) -> None:
         if failing and message["type"] == "websocket.send":
+            # What uvicorn does once the client left: the send raises, and receive hands
+            # over what it still holds of the client's, then the disconnect.
+            server.deliver(text("4"), leave(1006))
             raise OSError("client disconnected")
         await server.send(message)
 
@@ -931,8 +938,10 @@ async def test_messages_read_before_a_send_fails_still_reach_the_handler() -> No
         except WebSocketDisconnect:
             got.append("disconnect")
 
+    started = anyio.current_time()
     await server.serve(handler, send=send)
-    assert got == ["1", "2", "3", "disconnect"]
+    assert got == ["1", "2", "3", "4", "disconnect"]
+    assert anyio.current_time() - started < 1  # the server's word ended it, not the drain
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # where close() holds the baton

@@ -293,21 +293,27 @@ class EngineModel(RuleBasedStateMachine):
     def _departure_bound(self) -> tuple[float, str] | None:
         server = self.server
         bounds: list[tuple[float, str]] = []
-        for what, departure in (("disconnect read", server.seen), ("send failed", server.failed)):
-            if departure is None:
-                continue
-            if departure.untaken:
-                bounds.append(
-                    (
-                        departure.time + self.drain,
-                        f"{what} at {departure.time} with {departure.untaken} message(s) "
-                        f"untaken: within drain_timeout={self.drain}",
-                    )
+        failed = server.failed
+        if failed is not None:
+            # The server may still hand over what the peer sent before it went: the
+            # handler takes it until the server reports the peer gone, or the drain ends.
+            bounds.append(
+                (
+                    failed.time + self.drain,
+                    f"send failed at {failed.time}: within drain_timeout={self.drain}",
                 )
-            else:
-                bounds.append(
-                    (departure.time, f"{what} at {departure.time}, nothing untaken: at once")
+            )
+        seen = server.seen
+        if seen is not None and seen.untaken:
+            bounds.append(
+                (
+                    seen.time + self.drain,
+                    f"disconnect read at {seen.time} with {seen.untaken} message(s) "
+                    f"untaken: within drain_timeout={self.drain}",
                 )
+            )
+        elif seen is not None:
+            bounds.append((seen.time, f"disconnect read at {seen.time}, nothing untaken: at once"))
         left = server.left
         if left is not None and self.spec.behaviour in NEVER_READS and self.stall is not None:
             bounds.append(
@@ -435,13 +441,19 @@ class EngineModel(RuleBasedStateMachine):
         )
         if record.ended.time >= departure.time + self.drain - EPSILON:
             return  # the drain ran out: what was left is dropped, by design
-        expected = sent[: departure.returned]
+        expected = sent[: self._handed_over()]
         self._check(
             self._loss_check_name(departure),
             taken[: len(expected)] == expected,
             f"a receive raised WebSocketDisconnect({code}) after the handler took {taken}; "
             f"the server had handed over {expected} before the peer left",
         )
+
+    def _handed_over(self) -> int:
+        """How many messages the server handed over until it reported the peer gone (or
+        until a send failed, if it has not reported it): all of them are the handler's."""
+        server = self.server
+        return max(d.returned for d in (server.seen, server.failed) if d is not None)
 
     def _loss_check_name(self, departure: Departure) -> str:
         # A loss after a failed send has a name of its own, to be skipped on its own.
@@ -460,7 +472,7 @@ class EngineModel(RuleBasedStateMachine):
             return  # the drain ran out: what was left is dropped, by design
         if record.dropped or record.engine_closed:
             return  # a policy or a timeout closed the connection first
-        expected = self.server.client_sent[: departure.returned]
+        expected = self.server.client_sent[: self._handed_over()]
         if self.spec.behaviour in ("raises_after", "returns_after"):
             expected = expected[: self.spec.count]
         self._check(

@@ -197,16 +197,18 @@ async def test_hypercorns_busy_resource_error_at_the_close_is_the_peer_leaving(
 
     ends: list[str] = []
     connected: list[bool] = []
+    answered = anyio.Event()  # hypercorn answered the peer's close
 
     async def receive() -> Message:
         if not connected:
             connected.append(True)
             return {"type": "websocket.connect"}
-        await anyio.sleep_forever()
-        raise AssertionError
+        await answered.wait()
+        return {"type": "websocket.disconnect", "code": 1000}
 
     async def send(message: Message) -> None:
         if message["type"] == "websocket.send":
+            answered.set()
             raise trio.BusyResourceError("another task is currently sending data")
 
     async def handler(ws: WebSocket) -> None:

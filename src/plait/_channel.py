@@ -109,13 +109,6 @@ class Channel(Generic[T]):
         if self._receivers:
             self._waiters.wake(self._receivers.pop(0))
 
-    def owe_nowait(self, item: T) -> None:
-        """Queue ``item`` past the capacity, also once the channel is closed: an item the
-        sender took before the close, which receivers still drain."""
-        self.items.append(item)
-        if self._receivers:
-            self._waiters.wake(self._receivers.pop(0))
-
     async def send(self, item: T) -> None:
         """Queue ``item``, waiting while the channel is full.
 

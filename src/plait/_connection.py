@@ -64,6 +64,7 @@ class Connection:
         "_disconnect",
         "_goodbye",
         "_handler_scope",
+        "_heard",
         "_holds",
         "_lost",
         "_outbound",
@@ -111,6 +112,7 @@ class Connection:
         self._disconnect: Message | None = None
         self._goodbye: tuple[int, str] | None = None
         self._lost = False  # the peer left without a close (1006): see drain_abandoned
+        self._heard = False  # the server's disconnect was read
         self.websocket, self._state = run_by(scope, self)
 
     # -- the engine interface of the WebSocket ---------------------------------------
@@ -167,7 +169,7 @@ class Connection:
 
     def departure(self) -> tuple[int, str] | None:
         """The peer's close while the handler still takes what it sent before leaving."""
-        if self.phase is Phase.LEAVING:
+        if self.phase is Phase.LEAVING or self.phase is Phase.BROKEN:
             return (self._state.close_code or 1005, self._state.close_reason)
         return None
 
@@ -287,8 +289,9 @@ class Connection:
         state = self._state
         if self.phase is Phase.CLOSED and state.accepted:
             self._lost = await await_disconnect(self._asgi_receive)
+            self._heard = True
         if self._lost:
-            await drain_abandoned(self._asgi_receive)
+            await drain_abandoned(self._asgi_receive, heard=self._heard)
         logger.debug(
             "connection closed: %s with code %s by the %s", path, state.close_code, state.closed_by
         )
@@ -332,7 +335,8 @@ class Connection:
         """The server reported the peer gone: the handler takes what it sent first."""
         event = Event.PEER_LEFT_UNREAD if len(self.inbound) else Event.PEER_LEFT
         code = disconnect.get("code", 1005)
-        self._lost = code == 1006
+        self._lost = self._lost or code == 1006
+        self._heard = True
         self._on(event, code, disconnect.get("reason") or "")
 
     def _send_failed(self, exc: BaseException) -> None:
@@ -348,8 +352,8 @@ class Connection:
             logger.info("%s: the server refused a send (%s); the client is gone", self.path, exc)
         else:
             logger.error("the server's send() failed; treating the peer as gone", exc_info=exc)
-        event = Event.SEND_FAILED_UNREAD if len(self.inbound) else Event.SEND_FAILED
-        self._on(event, 1006, "")
+        self._lost = True
+        self._on(Event.SEND_FAILED, 1006, "")
 
     def abort(self, code: int, reason: str) -> None:
         """Close from the engine's side: queue the close, cancel the handler only."""

@@ -27,8 +27,9 @@ __all__ = (
 )
 
 _GOODBYE_TIMEOUT: Final = 1.0
-_ABANDONED_IDLE: Final = 0.05
-_ABANDONED_LIMIT: Final = 5.0
+_ABANDONED_QUIET: Final = 0.05  # nothing held: the usual case, over at once
+_ABANDONED_IDLE: Final = 0.5  # between messages of a backlog, on a loaded server
+_ABANDONED_LIMIT: Final = 30.0
 
 logger = logging.getLogger("plait._connection")
 
@@ -171,7 +172,7 @@ async def await_disconnect(receive: Receive) -> bool:
     return False
 
 
-async def drain_abandoned(receive: Receive) -> None:
+async def drain_abandoned(receive: Receive, *, heard: bool) -> None:
     """After a connection lost without a close (1006): take what the server still holds.
 
     hypercorn's trio worker, when a send to a reset socket fails, queues the disconnect
@@ -179,16 +180,31 @@ async def drain_abandoned(receive: Receive) -> None:
     queue, and never closes that queue when the application returns: an application
     that stops at the disconnect leaves the server's task blocked for good, with what it
     holds. So read on and drop, until nothing comes for a moment, or the server says the
-    disconnect again (bounded: what a socket's buffers held takes well under the limit).
+    disconnect again. The moment is short while nothing came, and longer once a backlog
+    flows: under a flood, a server task handing over a thousand messages per connection
+    may wait a while for its turn. Bounded: what a socket's buffers held takes well
+    under the limit.
+
+    Args:
+        receive: The server's ``receive``.
+        heard: Whether the disconnect was read already (else the first one read here
+            is that one, and the messages behind it are still to come).
     """
     with anyio.move_on_after(_ABANDONED_LIMIT):
         try:
             count = 0
+            quiet = _ABANDONED_QUIET
             while True:
-                with anyio.move_on_after(_ABANDONED_IDLE) as idle:
+                with anyio.move_on_after(quiet) as idle:
                     message = await receive()
-                if idle.cancelled_caught or message["type"] == "websocket.disconnect":
+                if idle.cancelled_caught:
                     return
+                if message["type"] == "websocket.disconnect":
+                    if heard:
+                        return
+                    heard = True  # the first: what the server still holds comes behind it
+                else:
+                    quiet = _ABANDONED_IDLE
                 count += 1
                 if not count % YIELD_EVERY:
                     await anyio.lowlevel.checkpoint()  # a server that never waits: bounded

@@ -9,6 +9,10 @@ The phases, in the order a connection usually meets them:
 
 * ``HANDSHAKE``: the handler runs and has not accepted.
 * ``OPEN``: accepted; messages flow both ways.
+* ``BROKEN``: the server's ``send`` raised, so the peer is gone, but the server may still
+  hand over what the peer sent before it went: the reader reads on and the handler takes
+  it, until the server reports the peer gone (then ``LEAVING`` or ``GONE``), for at most
+  ``drain_timeout``. Nothing can be sent, as in ``LEAVING``.
 * ``LEAVING``: the peer left, and the handler still takes what it sent before leaving
   (for at most ``drain_timeout``). Nobody can read what is sent now: what was queued is
   dropped, the handler's own sends raise, listener and stream replies are dropped.
@@ -38,6 +42,7 @@ class Phase(enum.Enum):
 
     HANDSHAKE = "handshake"
     OPEN = "open"
+    BROKEN = "broken"
     LEAVING = "leaving"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -55,9 +60,8 @@ class Event(enum.Enum):
     PEER_LEFT_UNREAD = "peer left, unread"
     """The server reported the peer gone while messages it sent wait for the handler."""
     SEND_FAILED = "send failed"
-    """The server's ``send`` raised: the peer is gone (nothing unread)."""
-    SEND_FAILED_UNREAD = "send failed, unread"
-    """The server's ``send`` raised while messages wait for the handler."""
+    """The server's ``send`` raised: the peer is gone, and what the server still hands
+    over is what it sent before it went."""
     DRAINED = "drained"
     """The handler took everything the peer sent before it left."""
     DRAIN_TIMEOUT = "drain timeout"
@@ -109,20 +113,27 @@ _LEFT_UNREAD: Final = Transition(
     _P.LEAVING,
     (_A.RECORD_PEER_CLOSE, _A.STOP_SENDING, _A.END_RECEIVES, _A.START_DRAIN_TIMER),
 )
+# A send failed: nothing more leaves, and the reader reads on until the server's word.
+_BROKEN: Final = Transition(
+    _P.BROKEN, (_A.RECORD_PEER_CLOSE, _A.STOP_SENDING, _A.START_DRAIN_TIMER)
+)
+# BROKEN ends: what the server handed over is all the handler will get.
+_BROKEN_OVER: Final = Transition(_P.GONE, (_A.END_RECEIVES, _A.PEER_GONE, _A.CANCEL_ALL))
 # The peer leaving once the application closed: nothing can be said any more.
 _OVER: Final = Transition(
     _P.GONE, (_A.RECORD_PEER_CLOSE, _A.STOP_SENDING, _A.PEER_GONE, _A.CANCEL_ALL)
 )
 # Ended at once by the engine: the close is said once the tasks are gone.
 _CUT: Final = Transition(_P.CUT, (_A.STOP_SENDING, _A.END_RECEIVES, _A.CANCEL_ALL, _A.SAY_GOODBYE))
-_DEPARTURES: Final = (_E.PEER_LEFT, _E.PEER_LEFT_UNREAD, _E.SEND_FAILED, _E.SEND_FAILED_UNREAD)
+_DEPARTURES: Final = (_E.PEER_LEFT, _E.PEER_LEFT_UNREAD, _E.SEND_FAILED)
 
 
 def _rows() -> dict[tuple[Phase, Event], Transition]:
     rows: dict[tuple[Phase, Event], Transition] = {}
     for phase in (_P.HANDSHAKE, _P.OPEN):
-        rows[phase, _E.PEER_LEFT] = rows[phase, _E.SEND_FAILED] = _LEFT
-        rows[phase, _E.PEER_LEFT_UNREAD] = rows[phase, _E.SEND_FAILED_UNREAD] = _LEFT_UNREAD
+        rows[phase, _E.PEER_LEFT] = _LEFT
+        rows[phase, _E.PEER_LEFT_UNREAD] = _LEFT_UNREAD
+        rows[phase, _E.SEND_FAILED] = _BROKEN
         rows[phase, _E.HANDLER_ENDED] = Transition(_P.CLOSING)  # the run queues its close
         rows[phase, _E.CLOSE_NOW] = rows[phase, _E.CANCELLED] = _CUT
     rows[_P.HANDSHAKE, _E.ACCEPTED] = Transition(_P.OPEN, (_A.START_WATCHDOGS,))
@@ -136,6 +147,17 @@ def _rows() -> dict[tuple[Phase, Event], Transition]:
         _P.CLOSING,
         (_A.QUEUE_CLOSE, _A.END_RECEIVES, _A.CANCEL_HANDLER, _A.START_DRAIN_TIMER),
     )
+    # BROKEN: the server's disconnect tells what is left to take; anything else ends it.
+    rows[_P.BROKEN, _E.PEER_LEFT_UNREAD] = Transition(_P.LEAVING, (_A.END_RECEIVES,))
+    for event in (
+        _E.PEER_LEFT,
+        _E.DRAIN_TIMEOUT,
+        _E.HANDLER_ENDED,
+        _E.ENGINE_CLOSE,
+        _E.CLOSE_NOW,
+        _E.CANCELLED,
+    ):
+        rows[_P.BROKEN, event] = _BROKEN_OVER
     # LEAVING: the handler takes what the peer sent, then everything is cancelled.
     for event in (_E.DRAINED, _E.DRAIN_TIMEOUT, _E.HANDLER_ENDED, _E.CLOSE_NOW, _E.CANCELLED):
         rows[_P.LEAVING, event] = Transition(_P.GONE, (_A.PEER_GONE, _A.CANCEL_ALL))

@@ -179,11 +179,7 @@ async def _wait_for_room(connection: Reading, message: Message) -> bool:
             await inbound.send(message)
             return True
     except ClosedResourceError:
-        if connection.departure() is not None:
-            # The peer left (a send failed) while this waited for room: it came before,
-            # and the handler drains what the peer sent before leaving.
-            inbound.owe_nowait(message)
-        return True  # else the engine closed the connection meanwhile: dropped
+        return True  # the engine closed the connection meanwhile: dropped
     # Nothing taken for stall_timeout: keep this one (one past the capacity) and read
     # on, so that the peer's leaving is seen however long the handler sleeps.
     inbound.force_nowait(message)
