@@ -12,7 +12,8 @@ streams at once, each item tagged ``{"stream": name, "data": ...}``:
   each as ``{"channel": room, "id": ..., "data": {"type": "message", "user", "text",
   "at"}}`` (``at``: seconds since the epoch). Reconnect with ``&since=<the last id you
   saw>`` to get only what you missed; ``{"recovered": false, ...}`` comes first when
-  the history no longer held all of it.
+  the history no longer held all of it, and in the place of any gap later (Redis
+  came back without all that was said meanwhile).
 - ``typing``: ``{"user": ..., "typing": true}`` while someone types, ``false`` when
   they stop.
 - ``members``: presence, ``{"type": "presence_state", ...}`` with everyone in the
@@ -41,7 +42,14 @@ import msgspec
 
 import plait
 from plait import Heartbeat, Hub, Query, RateLimit
-from plait.channels import Backend, ChannelMessage, MemoryBackend, PresenceEvent, Tracking
+from plait.channels import (
+    Backend,
+    ChannelMessage,
+    MemoryBackend,
+    PresenceEvent,
+    RecoveryNotice,
+    Tracking,
+)
 from plait.types import Receive, Scope, Send
 
 HISTORY = 100
@@ -108,9 +116,10 @@ async def hear(data: Say | Typing, room: str, me: Me, hub: Hub) -> None:
 @chat.stream
 async def messages(
     room: str, hub: Hub, since: Annotated[str | None, Query()] = None
-) -> AsyncGenerator[ChannelMessage | dict[str, Any], None]:
+) -> AsyncGenerator[ChannelMessage | RecoveryNotice | dict[str, Any], None]:
     """The room's recent history, then what is said in it; after ``since`` only what
-    came after that id, led by ``{"recovered": false, ...}`` if some of it is gone."""
+    came after that id, led by ``{"recovered": false, ...}`` if some of it is gone (and
+    the same marker where messages were lost later on)."""
     # "0-0", before any id: a newcomer gets everything the history keeps. That the
     # history no longer holds the room's first messages is no news to a newcomer.
     start = "0-0" if since is None else since
@@ -127,7 +136,8 @@ async def typing(room: str, hub: Hub) -> AsyncGenerator[Any, None]:
     """Who starts or stops typing: ``{"user", "typing"}``. Nothing is replayed."""
     async with hub.subscribe(typing_channel(room), buffer=16) as typed:  # drop_oldest
         async for message in typed:
-            yield message.data
+            if isinstance(message, ChannelMessage):  # a lost "is typing" is no news
+                yield message.data
 
 
 @chat.stream

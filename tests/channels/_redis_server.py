@@ -16,13 +16,16 @@ __all__ = ("RedisServer", "free_port", "open_redis_server")
 
 
 class RedisServer:
-    """One redis-server process without persistence; ``stop()`` and ``start()`` again
-    on the same port (its data is gone then, as after a real restart)."""
+    """One redis-server process; ``stop()`` (or ``kill()``) and ``start()`` again on the
+    same port. Without persistence its data is gone then, as after a real restart; with
+    it (AOF: Redis writes each change to the file before it answers, so a SIGKILL loses
+    nothing it acknowledged) the data is back."""
 
-    def __init__(self, port: int, directory: Path) -> None:
+    def __init__(self, port: int, directory: Path, *, persistent: bool = False) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}"
         self._directory = directory
+        self._persistent = persistent
         self._process: Process | None = None
 
     async def start(self) -> None:
@@ -34,7 +37,12 @@ class RedisServer:
             [
                 executable,
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self._directory)),
+                *("--save", "", "--dir", str(self._directory)),
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "everysec")
+                    if self._persistent
+                    else ("--appendonly", "no")
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -59,6 +67,16 @@ class RedisServer:
                 await process.wait()
             await process.aclose()
 
+    async def kill(self) -> None:
+        """SIGKILL the server: it saves nothing more and says nothing to its clients."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with anyio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+            await process.aclose()
+
     async def _answers(self) -> bool:
         try:
             stream = await anyio.connect_tcp("127.0.0.1", self.port)
@@ -80,9 +98,11 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def open_redis_server(directory: Path) -> AsyncIterator[RedisServer]:
+async def open_redis_server(
+    directory: Path, *, persistent: bool = False
+) -> AsyncIterator[RedisServer]:
     """Run a private redis-server for the block; ``directory`` is its working dir."""
-    server = RedisServer(free_port(), directory)
+    server = RedisServer(free_port(), directory, persistent=persistent)
     await server.start()
     try:
         yield server

@@ -73,7 +73,7 @@ async def test_slow_subscribers_drop_and_count(policy: str, expected: list[int])
             await hub.publish("room", i)  # the publisher never waits
         assert [(await slow.__anext__()).data for _ in range(3)] == expected
         assert slow.dropped == 2
-        assert slow.statistics() == {"buffered": 0, "dropped": 2}
+        assert slow.statistics() == {"buffered": 0, "dropped": 2, "gaps": 0}
 
 
 async def test_disconnect_policy_ends_the_subscription() -> None:
@@ -88,7 +88,7 @@ async def test_disconnect_policy_counts_what_it_discards() -> None:
     async with Hub() as hub, hub.subscribe("room", buffer=2, policy="disconnect") as slow:
         for i in range(5):
             await hub.publish("room", i)  # 2 queued, the 3rd fails it, 2 more after
-        assert slow.statistics() == {"buffered": 0, "dropped": 5}
+        assert slow.statistics() == {"buffered": 0, "dropped": 5, "gaps": 0}
         with pytest.raises(SlowSubscriber):
             await slow.__anext__()
 

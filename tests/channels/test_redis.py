@@ -20,7 +20,14 @@ import coredis
 import pytest
 from _redis_server import free_port, open_redis_server
 
-from plait.channels import ChannelMessage, ChannelUnavailable, Hub, RedisBackend, Subscription
+from plait.channels import (
+    ChannelMessage,
+    ChannelUnavailable,
+    Hub,
+    RecoveryNotice,
+    RedisBackend,
+    Subscription,
+)
 
 pytestmark = [
     pytest.mark.anyio,
@@ -246,7 +253,9 @@ async def test_message_ids(prefix: str) -> None:
     backend = RedisBackend(REDIS_URL, history=5, key_prefix=prefix)
     assert backend.id_key("1700000000000-3") == (1700000000000, 3)
     assert backend.id_key("17") == (17, 0)
-    for bad in ("", "x-1", "1-x", "-1", "1-2-3", " 1-0", "\u0661-0"):
+    assert backend.id_key(f"{2**64 - 1}-{2**64 - 2}") == (2**64 - 1, 2**64 - 2)
+    too_big = (f"{2**64}-0", f"0-{2**64}", "99999999999999999999999-0", f"{2**64 - 1}-{2**64 - 1}")
+    for bad in ("", "x-1", "1-x", "-1", "1-2-3", " 1-0", "\u0661-0", *too_big):
         with pytest.raises(ValueError, match="not a message id"):
             backend.id_key(bad)
     async with Hub(backend) as hub:
@@ -258,7 +267,7 @@ async def test_message_ids(prefix: str) -> None:
 async def test_unreachable_redis_fails_the_start() -> None:
     backend = RedisBackend(f"redis://:secret@127.0.0.1:{free_port()}")
     with pytest.raises(ChannelUnavailable, match=r"cannot reach Redis at redis://:\*\*\*@"):
-        await backend.run(lambda *_: None, task_status=anyio.TASK_STATUS_IGNORED)
+        await backend.run(lambda *_: None, lambda _: None, task_status=anyio.TASK_STATUS_IGNORED)
 
 
 async def test_unreachable_redis_fails_the_hub_start() -> None:
@@ -321,7 +330,14 @@ async def test_redis_restart(tmp_path: Path) -> None:
                         break
                     except ChannelUnavailable:
                         await anyio.sleep(0.05)
-            assert [m.data for m in await receive(subscription, 1)] == ["after"]
+            # Redis came back empty (no persistence): whether it lost a message
+            # published before it went, nobody can tell, so the subscriber is told first.
+            notice, after = await receive(subscription, 2)
+            assert notice == RecoveryNotice(("feed",))
+            assert isinstance(after, ChannelMessage)
+            assert after.data == "after"
+            assert subscription.unrecovered == ("feed",)
+            assert subscription.statistics()["gaps"] == backend.statistics()["gaps"] == 1
             await wait_until(lambda: backend.statistics()["reconnects"] == 1)
             await hub.publish("feed", "live")
             assert [m.data for m in await receive(subscription, 1)] == ["live"]

@@ -15,6 +15,7 @@ from ._backend import InvalidResume as InvalidResume
 from ._hub import ChannelMessage as ChannelMessage
 from ._hub import Hub as Hub
 from ._hub import Policy as Policy
+from ._hub import RecoveryNotice as RecoveryNotice
 from ._hub import SlowSubscriber as SlowSubscriber
 from ._hub import Subscription as Subscription
 from ._memory import MemoryBackend as MemoryBackend
@@ -47,6 +48,7 @@ __all__ = (
     "PresenceMember",
     "PresenceState",
     "PresenceSubscription",
+    "RecoveryNotice",
     "RedisBackend",
     "SlowSubscriber",
     "Subscription",

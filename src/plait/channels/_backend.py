@@ -14,6 +14,7 @@ __all__ = (
     "ChannelUnavailable",
     "Deliver",
     "DeliverDiff",
+    "Lost",
     "PresenceStore",
     "StoredEntries",
     "StoredMessage",
@@ -26,6 +27,14 @@ Deliver = Callable[[str, str, bytes], None]
 """``deliver(channel, message_id, payload)``: hand a message to the hub's subscribers.
 
 It never blocks and never waits on a subscriber.
+"""
+
+Lost = Callable[[str], None]
+"""``lost(channel)``: messages of ``channel`` may be gone for good (the transport came
+back, and its history no longer held all that was published meanwhile). The hub tells
+the channel's subscribers, which yield a :class:`~plait.channels.RecoveryNotice`.
+
+It never blocks.
 """
 
 
@@ -67,12 +76,14 @@ class Backend(Protocol):
     stable yet: see ``PresenceStore`` in the source.
     """
 
-    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
+    async def run(self, deliver: Deliver, lost: Lost, *, task_status: TaskStatus[None]) -> None:
         """Deliver every message published on a listened channel, until cancelled.
 
         Call ``task_status.started()`` once ready. A backend that loses its connection
         reconnects (with backoff) and, when it keeps history, delivers what was
-        published meanwhile on the channels it listens to.
+        published meanwhile on the channels it listens to. Where it cannot be sure
+        that it delivered all of it (the history lost some), it calls ``lost(channel)``
+        first: a subscriber never misses a message in silence.
         """
         ...
 

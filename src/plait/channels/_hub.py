@@ -24,7 +24,7 @@ from ._presence import Presence
 from ._presence_model import MAX_ENTRIES, MAX_KEY, MAX_META
 from ._presence_views import PresenceViews
 
-__all__ = ("ChannelMessage", "Hub", "Policy", "SlowSubscriber", "Subscription")
+__all__ = ("ChannelMessage", "Hub", "Policy", "RecoveryNotice", "SlowSubscriber", "Subscription")
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,25 @@ class ChannelMessage:
     """What was published: bytes, str, or the JSON data msgspec made of an object."""
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveryNotice:
+    """Some messages of ``channels`` are gone: what follows is not all that was published.
+
+    A subscription yields one, in the place of the gap, when its backend came back
+    from a lost connection and the history no longer held everything published
+    meanwhile (a Redis restart without persistence, or more than ``history`` messages
+    in the outage). Yielded from a stream it goes to the client as JSON
+    ``{"channels": [...], "recovered": false}``, the marker a resume with a gap starts
+    with (:meth:`Subscription.recovery_notice`): plait.js emits ``recovery`` for it, and
+    a client should reload its state.
+    """
+
+    channels: tuple[str, ...]
+    """The channels with the gap."""
+    recovered: bool = False
+    """Always False: for the client, which tells the marker by it."""
+
+
 _last_encoded: tuple[object, bytes] = (None, b"")
 
 
@@ -96,8 +115,11 @@ class Subscription:
         buffer: How many live messages may wait before ``policy`` applies.
         policy: What a full buffer does with a new message.
         dropped: How many messages the policy dropped so far.
-        unrecovered: The channels whose resume (``since=``) has a gap: messages
-            published after ``since`` that the history no longer held.
+        unrecovered: The channels with a gap: messages published after ``since``
+            that the history no longer held, or, later, messages lost while the
+            backend's connection was down (each such gap is also yielded in its place,
+            as a :class:`RecoveryNotice`).
+        gaps: How many gaps the backend reported while subscribed.
     """
 
     def __init__(
@@ -116,8 +138,9 @@ class Subscription:
         self.policy: Policy = policy
         self.dropped = 0
         self.unrecovered: tuple[str, ...] = ()
+        self.gaps = 0
         self._hub = hub
-        self._live: deque[ChannelMessage] = deque()
+        self._live: deque[ChannelMessage | RecoveryNotice] = deque()
         self._replay: deque[ChannelMessage] = deque()
         self._last: dict[str, tuple[int, ...]] = {}
         self._failed = False
@@ -132,9 +155,11 @@ class Subscription:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> ChannelMessage:
-        """The next message: a checkpoint, which yields to the other tasks once every
-        few messages taken from a backlog, so that a long one cannot starve them."""
+    async def __anext__(self) -> ChannelMessage | RecoveryNotice:
+        """The next message, or a :class:`RecoveryNotice` where messages were lost.
+
+        A checkpoint, which yields to the other tasks once every few messages taken
+        from a backlog, so that a long one cannot starve them."""
         ticks = self._ticks + 1
         if ticks >= YIELD_EVERY:
             self._ticks = 0
@@ -142,6 +167,7 @@ class Subscription:
         else:
             self._ticks = ticks
         key = self._hub.backend.id_key
+        message: ChannelMessage | RecoveryNotice
         while True:
             if self._replay:
                 message = self._replay.popleft()
@@ -158,6 +184,9 @@ class Subscription:
                 finally:
                     self._waiter = None
                 continue
+            if type(message) is RecoveryNotice:
+                return message
+            assert type(message) is ChannelMessage
             position = key(message.id) if message.id else None
             last = self._last.get(message.channel)
             if position is not None:
@@ -185,8 +214,12 @@ class Subscription:
         return {"recovered": False, "channels": list(self.unrecovered)}
 
     def statistics(self) -> dict[str, int]:
-        """Counters: messages ``buffered`` and ``dropped``."""
-        return {"buffered": len(self._live) + len(self._replay), "dropped": self.dropped}
+        """Counters: messages ``buffered`` and ``dropped``, and ``gaps`` reported."""
+        return {
+            "buffered": len(self._live) + len(self._replay),
+            "dropped": self.dropped,
+            "gaps": self.gaps,
+        }
 
     def _put(self, message: ChannelMessage) -> None:
         """Queue a live message (from the hub; never blocks)."""
@@ -208,15 +241,32 @@ class Subscription:
                     )
                     self._close_now(SlowSubscriber.close_code, SlowSubscriber.close_reason)
             elif self.policy == "drop_oldest":
-                self._live.popleft()
-                self._live.append(message)
-                self._count_dropped(1)
+                live = self._live
+                oldest = live.popleft()
+                if type(oldest) is not RecoveryNotice:
+                    self._count_dropped(1)
+                else:  # the news of a gap is never dropped: the message behind it is
+                    if live:
+                        live.popleft()
+                        self._count_dropped(1)
+                    live.appendleft(oldest)
+                live.append(message)
             else:
                 self._count_dropped(1)
         else:
             self._live.append(message)
         if self._waiter is not None:
             self._wake(self._waiter)
+
+    def _gap(self, channel: str) -> None:
+        """The backend lost messages of ``channel``: say so here, in their place."""
+        self.gaps += 1
+        if channel not in self.unrecovered:
+            self.unrecovered += (channel,)
+        if not self._failed:
+            self._live.append(RecoveryNotice((channel,)))  # past the buffer: never dropped
+            if self._waiter is not None:
+                self._wake(self._waiter)
 
     def _count_dropped(self, count: int) -> None:
         self.dropped += count
@@ -298,7 +348,7 @@ class Hub:
             self._views = self._views_lock = None
 
     async def _run_backend(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        await self.backend.run(self._deliver, task_status=task_status)
+        await self.backend.run(self._deliver, self._lost, task_status=task_status)
 
     async def publish(self, channel: str, message: Any) -> str:
         """Publish ``message`` (bytes, str, or anything msgspec encodes) on ``channel``.
@@ -443,6 +493,10 @@ class Hub:
         message = ChannelMessage(channel, message_id, decode_payload(payload))
         for subscription in tuple(members):
             subscription._put(message)
+
+    def _lost(self, channel: str) -> None:
+        for subscription in tuple(self._subscribers.get(channel, ())):
+            subscription._gap(channel)
 
     def presence(
         self,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import anyio
 from anyio.abc import TaskStatus
 
-from ._backend import Deliver, StoredMessage
+from ._backend import Deliver, Lost, StoredMessage
 from ._memory_presence import MemoryPresence
 
 __all__ = ("MemoryBackend",)
@@ -32,8 +32,9 @@ class MemoryBackend:
         self._counter: dict[str, int] = {}
         self._trimmed: dict[str, int] = {}  # per channel: the newest number dropped
 
-    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
-        """Deliver published messages to the hub until cancelled."""
+    async def run(self, deliver: Deliver, lost: Lost, *, task_status: TaskStatus[None]) -> None:
+        """Deliver published messages to the hub until cancelled (in one process,
+        nothing is ever lost: ``lost`` is never called)."""
         self._deliver = deliver
         task_status.started()
         try:

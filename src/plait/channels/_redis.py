@@ -11,7 +11,9 @@ channel names do not pile up in Redis. The script then PUBLISHes ``b"<id> <paylo
 One pub/sub connection receives every channel the hub listens to. When it is lost, the
 backend reconnects with backoff, subscribes again and, with history, delivers from each
 channel's stream what came after the last message it delivered, so subscribers see no gap
-and no duplicate.
+and no duplicate. Where the stream no longer holds all of that (Redis restarted without
+persistence, or more than ``history`` messages were published before the backend was
+back), it tells the hub first, and the subscribers yield a ``RecoveryNotice``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import coredis.patterns.pubsub
 import coredis.retry
 from anyio.abc import TaskStatus
 
-from ._backend import ChannelUnavailable, Deliver, StoredMessage
+from ._backend import ChannelUnavailable, Deliver, Lost, StoredMessage
 
 if TYPE_CHECKING:
     from ._redis_presence import RedisPresence
@@ -89,6 +91,7 @@ _CONNECT_TIMEOUT = 5.0
 _RESPONSE_TIMEOUT = 10.0
 _SUBSCRIBE_TIMEOUT = 5.0
 _ID = re.compile(rb"\d+-\d+")
+_U64 = 2**64 - 1
 
 # KEYS[1]: the stream (history) or the sequence key (none). ARGV: pub/sub channel,
 # payload, history length (0: none), history age in ms (0: none).
@@ -219,11 +222,13 @@ class RedisBackend:
         self._publish_script: coredis.commands.Script[bytes] | None = None
         self._history_script: coredis.commands.Script[bytes] | None = None
         self._deliver: Deliver | None = None
+        self._lost: Lost | None = None
         self._listening: dict[str, _Listening] = {}
         self._reconnects = 0
         self._recovered = 0
+        self._gaps = 0
 
-    async def run(self, deliver: Deliver, *, task_status: TaskStatus[None]) -> None:
+    async def run(self, deliver: Deliver, lost: Lost, *, task_status: TaskStatus[None]) -> None:
         """Receive the listened channels and deliver their messages, until cancelled.
 
         Raises:
@@ -243,11 +248,11 @@ class RedisBackend:
             self._client = client
             self._publish_script = client.register_script(_PUBLISH)
             self._history_script = client.register_script(_HISTORY)
-            self._deliver = deliver
+            self._deliver, self._lost = deliver, lost
             try:
                 failure = await self._serve(client, task_status)
             finally:
-                self._client = self._deliver = None
+                self._client = self._deliver = self._lost = None
                 self._publish_script = self._history_script = None
         # Raised out here, not through coredis's task group, which would wrap it.
         raise failure
@@ -302,14 +307,31 @@ class RedisBackend:
             await pubsub.subscribe(*(self._topic(channel) for channel in channels))
         if not (reconnected and self.history_length):
             return
+        gaps: list[str] = []
         for channel in channels:
             state = self._listening.get(channel)
             after = (state.delivered or state.start) if state is not None else None
             if after is None:
                 continue  # listened while Redis was down: nothing to resume from
+            if not await self._kept_after(channel, self.id_key(after)):
+                # Some of what was published meanwhile is gone: say so before the rest.
+                gaps.append(channel)
+                lost = self._lost
+                if lost is not None and channel in self._listening:
+                    lost(channel)
             for message_id, payload in await self._stored(channel, after, limit=0):
                 if self._dispatch(channel, message_id, payload):
                     self._recovered += 1
+        if gaps:
+            self._gaps += len(gaps)
+            shown = ", ".join(repr(channel) for channel in gaps[:5])
+            logger.warning(
+                "Redis at %s no longer holds everything published while the connection "
+                "was down on %d channel(s) (%s): their subscribers are told (recovered=False)",
+                redacted(self.url),
+                len(gaps),
+                shown + (", ..." if len(gaps) > 5 else ""),
+            )
 
     async def _receive(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
         async for topic, frame in published(pubsub):
@@ -418,27 +440,45 @@ class RedisBackend:
         """
         if not self.history_length:
             return False
-        client = self._client
-        if client is None:
-            raise ChannelUnavailable(f"could not read the history of {channel!r}")
         position = self.id_key(after)
-        key = self._key("history:", channel)
         with converted(f"could not read the history of {channel!r}"):
-            if not await client.exists([key]):
-                return position == (0, 0)  # nothing kept: only "everything" is complete
-            info: Mapping[str, Any] = await client.xinfo_stream(key)
+            if not await self._kept_after(channel, position):
+                return False
+            # history() replays the newest ``history`` messages after ``after``: more
+            # than that were missed (the approximate trimming keeps some extra) is a
+            # gap too.
+            client = self._running_client(channel)
+            missed = await client.xrange(
+                self._key("history:", channel),
+                start=f"({_canonical(position)}",
+                count=self.history_length + 1,
+            )
+        return len(missed) <= self.history_length
+
+    async def _kept_after(self, channel: str, position: tuple[int, ...]) -> bool:
+        """Whether the stream still holds every message after ``position`` (see
+        :meth:`history_covers`; conservative). Redis's errors are raised as they are."""
+        client = self._running_client(channel)
+        key = self._key("history:", channel)
+        if not await client.exists([key]):
+            return position == (0, 0)  # nothing kept: only "everything" is complete
+        info: Mapping[str, Any] = await client.xinfo_stream(key)
         first = info.get("first-entry")
         if first is not None and position < self.id_key(_text(first.identifier)):
             never_trimmed = int(info.get("entries-added") or 0) <= int(info.get("length") or 0)
-            if not (position == (0, 0) and never_trimmed):
-                return False
-        # history() replays the newest ``history`` messages after ``after``: more than
-        # that were missed (the approximate trimming keeps some extra) is a gap too.
-        with converted(f"could not read the history of {channel!r}"):
-            missed = await client.xrange(
-                key, start=f"({_canonical(position)}", count=self.history_length + 1
-            )
-        return len(missed) <= self.history_length
+            return position == (0, 0) and never_trimmed
+        if first is None and int(info.get("entries-added") or 0):
+            # Emptied by the age limit: kept nothing after ``position`` only if nothing
+            # newer was ever added.
+            last = self.id_key(_text(info.get("last-generated-id") or "0-0"))
+            return last <= position
+        return True
+
+    def _running_client(self, channel: str) -> coredis.Redis[bytes]:
+        client = self._client
+        if client is None:
+            raise ChannelUnavailable(f"could not read the history of {channel!r}")
+        return client
 
     async def history(self, channel: str, after: str | None) -> Sequence[StoredMessage]:
         """The kept messages of ``channel`` after ``after``, oldest first.
@@ -482,20 +522,29 @@ class RedisBackend:
         """``"1700000000000-3"`` sorts as ``(1700000000000, 3)``.
 
         Raises:
-            ValueError: ``message_id`` is not ``<milliseconds>-<n>`` (or ``<milliseconds>``).
+            ValueError: ``message_id`` is not ``<milliseconds>-<n>`` (or ``<milliseconds>``),
+                each a number Redis takes (below 2**64).
         """
         first, _, second = message_id.partition("-")
         if not (_digits(first) and (not second or _digits(second))):
             raise ValueError(f"not a message id: {message_id!r}")
-        return (int(first), int(second or 0))
+        key = (int(first), int(second or 0))
+        # Redis's stream ids are two unsigned 64-bit numbers, and a resume reads after
+        # the id: the largest one has nothing after it, and Redis refuses it there.
+        if max(key) > _U64 or key == (_U64, _U64):
+            raise ValueError(f"not a message id: {message_id!r}")
+        return key
 
     def statistics(self) -> dict[str, int]:
         """Counters: ``channels`` listened to, ``reconnects`` after a lost connection,
-        and messages ``recovered`` from history after a reconnect."""
+        messages ``recovered`` from history after a reconnect, and ``gaps``: channels
+        whose history no longer held all that was published while the connection was
+        down (their subscribers were told)."""
         return {
             "channels": len(self._listening),
             "reconnects": self._reconnects,
             "recovered": self._recovered,
+            "gaps": self._gaps,
         }
 
     def _topic(self, channel: str) -> bytes:
