@@ -9,6 +9,7 @@ import pytest
 
 import plait
 from plait import App, WebSocketRoute
+from plait._app import _origin_refused
 from plait._origins import OriginPolicy
 from plait.testing import AsyncTestClient, WebSocketDenied
 
@@ -58,6 +59,31 @@ def test_an_entry_that_is_not_an_origin_is_refused_when_the_route_is_built(entry
         App(allowed_origins=[entry])
     with pytest.raises(ValueError, match="is not an origin"):
         WebSocketRoute("/x", allowed_origins=[entry])
+
+
+TWO_ORIGINS = "more than one Origin header"
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ([("origin", "http://evil.test"), ("origin", "http://a.test")], TWO_ORIGINS),
+        ([("origin", "http://a.test"), ("origin", "http://evil.test")], TWO_ORIGINS),
+        ([("host", "evil.test"), ("origin", "http://evil.test")], "more than one Host header"),
+        ([("origin", "http://evil.test")], "origin not allowed"),
+        ([("origin", "http://a.test")], None),
+        ([], None),  # not a browser
+    ],
+)
+def test_a_handshake_names_one_origin_and_one_host(
+    headers: list[tuple[str, str]], refused: str | None
+) -> None:
+    """A browser sends one of each: with two, which one a check read would be a guess."""
+    scope = {
+        "headers": [(b"host", b"a.test")]
+        + [(name.encode(), value.encode()) for name, value in headers]
+    }
+    assert _origin_refused(OriginPolicy([plait.SAME_ORIGIN]), scope) == refused
 
 
 def _echo_route(path: str, **options: object) -> WebSocketRoute:

@@ -270,8 +270,8 @@ class App:
             return
         route, params = found
         policy = route.origin_policy or self._origins
-        if policy is not None and not _origin_allowed(policy, scope):
-            await _forbidden(WebSocket(scope, receive, send), path)
+        if policy is not None and (refused := _origin_refused(policy, scope)) is not None:
+            await _forbidden(WebSocket(scope, receive, send), path, refused)
             return
         full = self._full(route)
         if full is not None:
@@ -473,20 +473,35 @@ def _shown(path: str) -> str:
     return shown
 
 
-def _origin_allowed(policy: OriginPolicy, scope: Scope) -> bool:
-    origin = host = None
+def _origin_refused(policy: OriginPolicy, scope: Scope) -> str | None:
+    """Why the handshake's origin is refused (the detail a 403 gives), or None.
+
+    A browser sends one ``Origin`` and one ``Host``: a handshake with two of either is
+    not a browser's, and which one a check read would be a guess an attacker chooses.
+    """
+    origins: list[str] = []
+    hosts: list[str] = []
     for name, value in scope.get("headers", ()):
         if name == b"origin":
-            origin = value.decode("latin-1")
+            origins.append(value.decode("latin-1"))
         elif name == b"host":
-            host = value.decode("latin-1")
-    return policy.allows(origin, host)
+            hosts.append(value.decode("latin-1"))
+    if len(origins) > 1:
+        return "more than one Origin header"
+    if len(hosts) > 1:
+        return "more than one Host header"
+    if not policy.allows(origins[0] if origins else None, hosts[0] if hosts else None):
+        return "origin not allowed"
+    return None
 
 
-async def _forbidden(websocket: WebSocket, path: str) -> None:
-    origin = websocket.headers.get("origin", "")
-    logger.info("refused %s: origin %s is not allowed", _shown(path), _shown(origin))
-    await deny_handshake(websocket, 403, {"detail": "origin not allowed"})
+async def _forbidden(websocket: WebSocket, path: str, detail: str) -> None:
+    if detail == "origin not allowed":
+        origin = websocket.headers.get("origin", "")
+        logger.info("refused %s: origin %s is not allowed", _shown(path), _shown(origin))
+    else:
+        logger.info("refused %s: %s", _shown(path), detail)
+    await deny_handshake(websocket, 403, {"detail": detail})
 
 
 async def _shutting_down(websocket: WebSocket, path: str) -> None:

@@ -37,9 +37,10 @@ logger = logging.getLogger("plait._connection")
 def close_for(exc: BaseException, path: str) -> tuple[int, str]:
     """Choose the close for a handler that raised, and log what deserves it.
 
-    The client's faults (1007, 1003) are logged at INFO, plait's own closing errors
-    (a too slow subscriber: 1013) at WARNING, anything else at ERROR with its
-    traceback, closing with 1011 and a reason that says nothing of the exception.
+    The client's faults (1007, 1003, and plait's errors that close with 1008) are
+    logged at INFO, plait's own closing errors (a too slow subscriber: 1013) at
+    WARNING, anything else at ERROR with its traceback, closing with 1011 and a reason
+    that says nothing of the exception.
     """
     error = first_error(exc)
     if error is None:
@@ -52,7 +53,10 @@ def close_for(exc: BaseException, path: str) -> tuple[int, str]:
         return (1003, validate_close(1003, str(error)))
     code = getattr(error, "close_code", None)
     if isinstance(error, PlaitError) and isinstance(code, int):
-        logger.warning("closing %s with %d: %s", path, code, error)
+        # 1008: the client's fault (a malformed resume id, an invalid presence value),
+        # as 1007 is; the others (1013) are the server's to look into.
+        log = logger.info if code == 1008 else logger.warning
+        log("closing %s with %d: %s", path, code, error)
         return (code, validate_close(code, getattr(error, "close_reason", "") or ""))
     logger.error("handler for %s failed", path, exc_info=error)
     return (1011, "internal error")

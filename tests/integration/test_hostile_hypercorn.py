@@ -126,6 +126,51 @@ def test_a_cross_site_handshake_is_refused_under_hypercorn(guarded: HypercornSer
         assert ws.recv(timeout=5) == "from the same origin"
 
 
+def _raw_handshake(server: HypercornServer, path: str, *extra: str) -> tuple[bytes, bytes]:
+    """A WebSocket upgrade with ``extra`` header lines; the status line and the body."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {server.host}:{server.port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *extra,
+    ]
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length and (chunk := sock.recv(65536)):
+            body += chunk
+    return head.split(b"\r\n")[0], body
+
+
+def test_two_origin_headers_are_refused_under_hypercorn(
+    guarded: HypercornServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A foreign origin first and the same origin second (or the other way round) is
+    no browser's handshake: which one a check reads is the attacker's choice. 403."""
+    caplog.set_level(logging.INFO, logger="plait")
+    same = f"http://{guarded.host}:{guarded.port}"
+    for first, second in (("https://evil.example", same), (same, "https://evil.example")):
+        status, body = _raw_handshake(guarded, "/guarded", f"Origin: {first}", f"Origin: {second}")
+        assert status.startswith(b"HTTP/1.1 403"), status
+        assert json.loads(body) == {"detail": "more than one Origin header"}
+    refused = [r.getMessage() for r in caplog.records if "more than one" in r.getMessage()]
+    assert refused == ["refused /guarded: more than one Origin header"] * 2
+    status, _ = _raw_handshake(guarded, "/guarded", f"Origin: {same}")
+    assert status.startswith(b"HTTP/1.1 101"), status  # one Origin, the same: served
+
+
 class Note(msgspec.Struct):
     n: int
     text: str
