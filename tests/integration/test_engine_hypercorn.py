@@ -697,6 +697,7 @@ CLIENTS = 5
 FLOOD = 1_000  # messages each client sends before it resets
 
 
+@pytest.mark.timeout(150)  # 20 trials, then up to 30 s for hypercorn's backlogs to drain
 def test_pushing_handlers_whose_clients_flood_then_reset_all_end(
     server: HypercornServer, request: pytest.FixtureRequest
 ) -> None:
