@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -182,6 +183,7 @@ class WebSocketRoute:
                 f"on_receive must be 'discard', 'close' or 'stream', not {on_receive!r}"
             )
         self.template = PathTemplate(path)
+        self._allowed_origins = None if allowed_origins is None else tuple(allowed_origins)
         self.origin_policy = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self.path = self.template.template
         self.dependencies = dict(dependencies or {})
@@ -210,6 +212,9 @@ class WebSocketRoute:
         }
         self._hooks: dict[str, Plan] = {}
         self._request_parameters: list[Parameter] = []
+        # Made by @plait.listener or @plait.stream, so no one adds to it later: an App
+        # may compose it with another such route on the same path.
+        self._one_line = False
         # Where the route was built; the accept handler is planned when a listener or a
         # stream is added, with the names visible there too (decorators build routes).
         self._namespace: Mapping[str, Any] = sys._getframe(1).f_locals
@@ -389,6 +394,55 @@ class WebSocketRoute:
             raise RouteConflictError(f"the route {self.path!r} already has a stream {spec.name!r}")
         self._streams.append(spec)
         self._refresh(namespace)
+
+    def compose(self, other: WebSocketRoute) -> WebSocketRoute | None:
+        """One route serving this route's listener and streams and ``other``'s, for an
+        App given ``@plait.listener("/chat")`` and ``@plait.stream("/chat")``: plait's
+        internal interface, not part of the public API.
+
+        Returns:
+            A new route, or None where the two cannot be one: either is not made by
+            those decorators (a handler, a class-based listener), two listeners, two
+            streams of one name, or a difference in the template's spelling or in any
+            route option.
+
+        :meta private:
+        """
+        if (
+            self.template.template != other.template.template
+            or self._setup() != other._setup()
+            or not (self._one_line and other._one_line)
+            or (self._listener is not None and other._listener is not None)
+            or {s.name for s in self._streams} & {s.name for s in other._streams}
+        ):
+            return None
+        composed = copy.copy(self)
+        composed._listener = self._listener or other._listener
+        composed._streams = [*self._streams, *other._streams]
+        composed._hooks = dict(self._hooks)
+        if composed._listener is not None and composed.on_receive == "stream":
+            return None  # the streams read the messages: a listener would split them
+        composed._refresh(composed._namespace)
+        return composed
+
+    def _setup(self) -> tuple[Any, ...]:
+        """The options a route was built with, but for what serves it."""
+        return (
+            self.dependencies,
+            self.teardown_timeout,
+            self.idle_timeout,
+            self.heartbeat,
+            self._accept_handler,
+            self.subprotocols,
+            self.tag_streams,
+            self.on_receive,
+            self._allowed_origins,
+            self._hook_funcs,
+            self.receives,
+            self.sends,
+            self.rate_limit,
+            self.max_connections,
+        )
 
     def _plan_for(
         self, func: Callable[..., Any], namespace: Mapping[str, Any], skip: tuple[str, ...] = ()
@@ -634,6 +688,7 @@ def listener(
     def decorate(func: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
         route = WebSocketRoute(path, **route_options)
         route.add_listener(func, sys._getframe(1).f_locals, mode, on_invalid, concurrency)
+        route._one_line = True
         return route
 
     return decorate
@@ -655,6 +710,7 @@ def stream(
     def decorate(func: Callable[..., Any]) -> WebSocketRoute:
         route = WebSocketRoute(path, **route_options)
         route._add_stream(func, sys._getframe(1).f_locals, name, mode)
+        route._one_line = True
         return route
 
     return decorate

@@ -96,3 +96,27 @@ def test_another_error_under_trio_gets_no_advice(caplog: pytest.LogCaptureFixtur
         ws.recv(timeout=5)
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("plait")]
     assert messages == ["handler for /fails failed"]
+
+
+# -- a listener and a stream on one path ----------------------------------------------------
+
+
+@plait.listener("/chat")
+async def chat(data: str) -> str:
+    return f"you said {data}"
+
+
+@plait.stream("/chat")
+async def news() -> AsyncIterator[str]:
+    for number in range(2):
+        yield f"news {number}"
+
+
+def test_a_listener_and_a_stream_on_one_path_serve_together(worker_class: WorkerClass) -> None:
+    with (
+        run_hypercorn(App([chat, news]), worker_class=worker_class) as server,
+        open_client(server.url("/chat")) as ws,
+    ):
+        ws.send("hello")
+        received = {ws.recv(timeout=5) for _ in range(3)}
+    assert received == {"you said hello", "news 0", "news 1"}
