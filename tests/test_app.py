@@ -525,3 +525,27 @@ def test_routes_on_one_path_that_cannot_be_one_say_how_to_make_them_one() -> Non
         assert "route = WebSocketRoute('/chat')" in message
         assert "@route.listener" in message
         assert "@route.stream" in message
+
+
+async def test_a_starlette_style_route_takes_its_endpoint() -> None:
+    async def endpoint(websocket) -> None:  # type: ignore[no-untyped-def]  # as in Starlette
+        await websocket.accept()
+        await websocket.send_text(f"hello {websocket.path_params['name']}")
+
+    async def annotated(ws: WebSocket, name: str) -> None:
+        await ws.accept()
+        await ws.send_text(f"hi {name}")
+
+    app = App([WebSocketRoute("/ws/{name}", endpoint), WebSocketRoute("/plait/{name}", annotated)])
+    async with AsyncTestClient(app) as client:
+        async with client.websocket_connect("/ws/ada") as session:
+            assert await session.receive_text() == "hello ada"
+        async with client.websocket_connect("/plait/bob") as session:
+            assert await session.receive_text() == "hi bob"
+
+
+def test_a_starlette_style_route_refuses_what_a_handler_refuses() -> None:
+    def not_async(websocket: WebSocket) -> None: ...
+
+    with pytest.raises(plait.InjectionError, match="must be an async function"):
+        WebSocketRoute("/ws", not_async)  # type: ignore[arg-type]

@@ -96,7 +96,7 @@ class RouteDescription:
 class WebSocketRoute:
     """A WebSocket endpoint: a path template and what serves it.
 
-    Either a low-level handler (:meth:`ws_handler`), or at most one listener
+    Either a low-level handler (:meth:`ws_handler`, or ``endpoint``), or at most one listener
     (:meth:`listener`) and any number of streams (:meth:`stream`), which then all run at
     once on each connection::
 
@@ -112,6 +112,9 @@ class WebSocketRoute:
 
     Args:
         path: The path template; the leading slash is optional.
+        endpoint: The low-level handler, as Starlette's ``WebSocketRoute("/ws",
+            endpoint)`` takes it: the same as :meth:`ws_handler`. Its parameter named
+            ``websocket`` (or annotated :class:`WebSocket`) gets the connection.
         dependencies: Parameters by name and the factories that make them
             (``{"user": get_user}``), as Litestar spells it.
         teardown_timeout: Seconds the generator dependencies' teardowns may take once the
@@ -151,7 +154,9 @@ class WebSocketRoute:
             ``None``: no limit but the App's.
 
     Raises:
-        RouteConflictError: The template is malformed.
+        RouteConflictError: The template is malformed, or an ``endpoint`` comes with
+            ``on_accept`` or ``on_disconnect``.
+        InjectionError: The ``endpoint`` is not async, or a parameter cannot be injected.
         ValueError: An allowed origin is not an origin, ``on_receive`` is unknown, or
             ``max_connections`` is below 1.
     """
@@ -159,6 +164,7 @@ class WebSocketRoute:
     def __init__(
         self,
         path: str,
+        endpoint: Callable[..., Awaitable[Any]] | None = None,
         *,
         dependencies: Mapping[str, Any] | None = None,
         teardown_timeout: float = 5.0,
@@ -218,6 +224,8 @@ class WebSocketRoute:
         # Where the route was built; the accept handler is planned when a listener or a
         # stream is added, with the names visible there too (decorators build routes).
         self._namespace: Mapping[str, Any] = sys._getframe(1).f_locals
+        if endpoint is not None:
+            self._register(endpoint, self._namespace)
 
     # -- registering ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 import plait
-from plait import App, WebSocket
+from plait import App, WebSocket, WebSocketRoute
 from plait.testing import run_hypercorn
 
 pytestmark = pytest.mark.integration
@@ -120,3 +120,21 @@ def test_a_listener_and_a_stream_on_one_path_serve_together(worker_class: Worker
         ws.send("hello")
         received = {ws.recv(timeout=5) for _ in range(3)}
     assert received == {"you said hello", "news 0", "news 1"}
+
+
+# -- a Starlette-style route ----------------------------------------------------------------
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(await websocket.receive_text())
+
+
+def test_a_starlette_style_route_serves(worker_class: WorkerClass) -> None:
+    route = WebSocketRoute("/ws", endpoint)
+    with (
+        run_hypercorn(App([route]), worker_class=worker_class) as server,
+        open_client(server.url("/ws")) as ws,
+    ):
+        ws.send("ping")
+        assert ws.recv(timeout=5) == "ping"
