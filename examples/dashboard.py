@@ -12,6 +12,7 @@ plait's browser client (served at ``/plait.js``): ``dashboard_static/``.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated
@@ -55,9 +56,10 @@ async def ticker(s: Annotated[Settings, plait.use(settings)]) -> AsyncGenerator[
 
 @dashboard.stream(name="clock")
 async def clock() -> AsyncGenerator[float, None]:
-    """The server's clock, once a second."""
+    """The server's wall clock, once a second: seconds since the epoch, which the page
+    shows as a time of day (``anyio.current_time()`` is monotonic: no time of day)."""
     while True:
-        yield round(anyio.current_time(), 3)
+        yield round(time.time(), 3)
         await anyio.sleep(1)
 
 
@@ -81,7 +83,7 @@ async def by_hand(ws: WebSocket) -> None:
 
     async def clock() -> None:
         while True:
-            await ws.send_json({"stream": "clock", "data": round(anyio.current_time(), 3)})
+            await ws.send_json({"stream": "clock", "data": round(time.time(), 3)})
             await anyio.sleep(1)
 
     async with anyio.create_task_group() as tg:

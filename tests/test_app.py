@@ -483,3 +483,69 @@ async def test_a_handler_that_ignores_shutdown_is_cancelled_after_the_grace() ->
         assert anyio.current_time() - started < 1.0  # cancelled as soon as it could be
     assert events == ["asked to stop", "cancelled", "resource closed"]
     assert app.connections() == 0
+
+
+async def test_a_listener_and_streams_made_apart_on_one_path_are_one_route() -> None:
+    @plait.listener("/chat/{room}")
+    async def chat(data: str, room: str) -> str:
+        return f"{room}: {data}"
+
+    @plait.stream("/chat/{room}")
+    async def news(room: str) -> AsyncIterator[str]:
+        yield f"news for {room}"
+
+    @plait.stream("/chat/{room}", name="weather")
+    async def weather() -> AsyncIterator[str]:
+        yield "sunny"
+
+    app = App([news, chat, weather])
+    assert len(app.routes) == 1
+    async with AsyncTestClient(app) as client, client.websocket_connect("/chat/lobby") as session:
+        await session.send_text("hi")
+        received = {await session.receive_text() for _ in range(3)}
+    assert received == {"lobby: hi", "news for lobby", "sunny"}
+    assert {s.name for s in news._streams} == {"news"}  # the user's routes are untouched
+
+
+def test_routes_on_one_path_that_cannot_be_one_say_how_to_make_them_one() -> None:
+    async def reply(data: str) -> str:
+        return data
+
+    async def items() -> AsyncIterator[str]:
+        yield "item"
+
+    first, second = plait.listener("/chat")(reply), plait.listener("/chat")(reply)
+    different = plait.stream("/chat", idle_timeout=5)(items)
+    handler = echo_route("/chat")
+    for pair in ([first, second], [first, different], [handler, plait.stream("/chat")(items)]):
+        with pytest.raises(plait.RouteConflictError) as info:
+            App(pair)
+        message = str(info.value)
+        assert "match the same paths" in message
+        assert "route = WebSocketRoute('/chat')" in message
+        assert "@route.listener" in message
+        assert "@route.stream" in message
+
+
+async def test_a_starlette_style_route_takes_its_endpoint() -> None:
+    async def endpoint(websocket) -> None:  # type: ignore[no-untyped-def]  # as in Starlette
+        await websocket.accept()
+        await websocket.send_text(f"hello {websocket.path_params['name']}")
+
+    async def annotated(ws: WebSocket, name: str) -> None:
+        await ws.accept()
+        await ws.send_text(f"hi {name}")
+
+    app = App([WebSocketRoute("/ws/{name}", endpoint), WebSocketRoute("/plait/{name}", annotated)])
+    async with AsyncTestClient(app) as client:
+        async with client.websocket_connect("/ws/ada") as session:
+            assert await session.receive_text() == "hello ada"
+        async with client.websocket_connect("/plait/bob") as session:
+            assert await session.receive_text() == "hi bob"
+
+
+def test_a_starlette_style_route_refuses_what_a_handler_refuses() -> None:
+    def not_async(websocket: WebSocket) -> None: ...
+
+    with pytest.raises(plait.InjectionError, match="must be an async function"):
+        WebSocketRoute("/ws", not_async)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -422,3 +423,61 @@ def test_python_m_plait_asyncapi_writes_the_document(tmp_path: Path) -> None:
         )
         assert done.returncode != 0
         assert error in done.stderr
+
+
+# -- reST in docstrings ----------------------------------------------------------------------------
+
+
+class Quote(msgspec.Struct):
+    """A price of a :class:`~decimal.Decimal` kind for ``symbol``, as :data:`plait.SAME_ORIGIN`
+    says, or :func:`the listener <plait.listener>`."""
+
+    symbol: str
+
+
+def test_descriptions_from_docstrings_are_commonmark() -> None:
+    @plait.listener("/quotes")
+    async def quotes(data: Quote) -> Quote:
+        """Answer each ``Quote`` with a :class:`plait.Hub`'s latest."""
+        return data
+
+    document = App([quotes]).asyncapi()
+    text = json.dumps(document)
+    assert "``" not in text
+    assert ":class:" not in text
+    assert ":data:" not in text
+    assert ":func:" not in text
+    schema = document["components"]["schemas"]["Quote"]
+    assert schema["description"] == (
+        "A price of a `Decimal` kind for `symbol`, as `plait.SAME_ORIGIN`\nsays, or `the listener`."
+    )
+    summaries = [
+        value["summary"]
+        for value in _walk(document)
+        if isinstance(value, dict) and "summary" in value
+    ]
+    assert "Answer each `Quote` with a `plait.Hub`'s latest." in summaries
+
+
+def _walk(value: Any) -> list[Any]:
+    """``value`` and everything in it."""
+    found = [value]
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    )
+    for child in children:
+        found.extend(_walk(child))
+    return found
+
+
+def test_python_m_plait_help_is_plain_text() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "plait", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(plait.__file__).parent.parent)},
+    )
+    assert "python -m plait asyncapi module:app" in result.stdout
+    assert "``" not in result.stdout
+    assert ":class:" not in result.stdout

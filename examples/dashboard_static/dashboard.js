@@ -19,7 +19,9 @@ function append(list, text) {
 
 const client = connect("/dashboard");
 client.on("ticker", (count) => append(element("ticker"), String(count)));
-client.on("clock", (seconds) => append(element("clock"), seconds.toFixed(3)));
+// The clock stream sends the server's time as seconds since the epoch.
+const timeOfDay = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
+client.on("clock", (seconds) => append(element("clock"), timeOfDay(seconds)));
 client.onMessage((reply) => {
   element("setting").textContent = `The ticker ticks every ${reply.every} s.`;
 });

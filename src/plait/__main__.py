@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ._app import App
+from ._markup import plain
 
 
 def load_app(target: str) -> App:
@@ -38,7 +39,11 @@ def load_app(target: str) -> App:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run a command (``python -m plait --help`` lists them)."""
-    parser = argparse.ArgumentParser(prog="python -m plait", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m plait",
+        description=plain(__doc__ or ""),  # plain text in a terminal, not reST
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     asyncapi = commands.add_parser("asyncapi", help="write the AsyncAPI document as JSON")
     asyncapi.add_argument("app", help="the App, as module:attribute (examples.chat:app)")

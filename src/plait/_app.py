@@ -117,7 +117,8 @@ class App:
             none, and no cost.
 
     Raises:
-        RouteConflictError: Two routes have the same path template.
+        RouteConflictError: Two routes have the same path template (but a listener and
+            streams built apart with the same options, which are served as one route).
         ValueError: ``max_connections`` is below 1.
     """
 
@@ -211,12 +212,15 @@ class App:
             )
             if not isinstance(route, WebSocketRoute):
                 raise TypeError(f"expected a WebSocketRoute or a Listener class, got {route!r}")
-            for existing in self.routes:
+            for index, existing in enumerate(self.routes):
                 if existing.template.key == route.template.key:
-                    raise RouteConflictError(
-                        f"the routes {existing.path!r} and {route.path!r} match the same paths"
-                    )
-            self.routes.append(route)
+                    composed = existing.compose(route)
+                    if composed is None:
+                        raise RouteConflictError(_conflict(existing, route))
+                    self.routes[index] = composed  # what @listener and @stream on one path mean
+                    break
+            else:
+                self.routes.append(route)
         for document in self._documents.values():
             document.reset()  # the AsyncAPI document describes the routes
 
@@ -443,6 +447,19 @@ class App:
     def connections(self) -> int:
         """How many WebSocket connections are open."""
         return len(self._connections)
+
+
+def _conflict(existing: WebSocketRoute, route: WebSocketRoute) -> str:
+    """Why two routes on the same paths cannot be one, and how to make them one."""
+    return (
+        f"the routes {existing.path!r} and {route.path!r} match the same paths. A listener "
+        "and streams built with the same path and the same options are served as one "
+        "route; otherwise (a handler, two listeners, different options) build one "
+        "WebSocketRoute and give it a listener and streams:\n"
+        f"    route = WebSocketRoute({route.path!r})\n"
+        "    @route.listener\n"
+        "    @route.stream"
+    )
 
 
 def _signal_name(signum: int) -> str:

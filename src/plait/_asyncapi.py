@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._injection import Parameter
+from ._markup import commonmark
 
 if TYPE_CHECKING:
     from ._options import ConnectionOptions
@@ -445,7 +446,8 @@ def _for_asyncapi(schema: Any) -> Any:
         return schema
     result = {key: _for_asyncapi(value) for key, value in schema.items()}
     if isinstance(result.get("description"), str):
-        result["description"] = inspect.cleandoc(result["description"])  # a docstring
+        # A docstring: reST's inline markup as CommonMark, which descriptions are.
+        result["description"] = commonmark(inspect.cleandoc(result["description"]))
     discriminator = result.get("discriminator")
     if isinstance(discriminator, dict):
         result["discriminator"] = discriminator["propertyName"]
@@ -521,7 +523,7 @@ def _summary(func: Any) -> str | None:
     if not doc:
         return None
     first = doc.strip().split("\n\n")[0]
-    return " ".join(first.split())
+    return commonmark(" ".join(first.split()))  # reST's ``x`` as `x`
 
 
 def _compact(values: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Final
 
 import anyio
 import anyio.lowlevel
+import sniffio
 from anyio import ClosedResourceError, get_cancelled_exc_class
 
 from ._backend import YIELD_EVERY
@@ -58,8 +59,36 @@ def close_for(exc: BaseException, path: str) -> tuple[int, str]:
         log = logger.info if code == 1008 else logger.warning
         log("closing %s with %d: %s", path, code, error)
         return (code, validate_close(code, getattr(error, "close_reason", "") or ""))
-    logger.error("handler for %s failed", path, exc_info=error)
+    if _asyncio_call_under_trio(error):
+        # The traceback alone ("no running event loop") does not say what to change.
+        logger.error(
+            "handler for %s failed: an asyncio-only call in a handler under trio: use anyio "
+            "(anyio.sleep, anyio.create_task_group, ...) so the handler runs on both loops",
+            path,
+            exc_info=error,
+        )
+    else:
+        logger.error("handler for %s failed", path, exc_info=error)
     return (1011, "internal error")
+
+
+def _asyncio_call_under_trio(error: BaseException) -> bool:
+    """Whether ``error`` is what an asyncio-only call raises when trio runs it.
+
+    asyncio's functions raise ``RuntimeError("no running event loop")`` off an asyncio
+    loop, sniffio's ``AsyncLibraryNotFoundError`` is the same finding, and trio rejects
+    an asyncio future awaited directly (``asyncio.sleep(0)``) with a ``TypeError``.
+    """
+    try:
+        if sniffio.current_async_library() != "trio":
+            return False
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+    if isinstance(error, sniffio.AsyncLibraryNotFoundError):
+        return True
+    if type(error) is RuntimeError:
+        return str(error) == "no running event loop"
+    return isinstance(error, TypeError) and "unrecognized yield message" in str(error)
 
 
 def close_for_end(exc: BaseException, path: str) -> tuple[int, str]:

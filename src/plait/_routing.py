@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -95,7 +96,7 @@ class RouteDescription:
 class WebSocketRoute:
     """A WebSocket endpoint: a path template and what serves it.
 
-    Either a low-level handler (:meth:`ws_handler`), or at most one listener
+    Either a low-level handler (:meth:`ws_handler`, or ``endpoint``), or at most one listener
     (:meth:`listener`) and any number of streams (:meth:`stream`), which then all run at
     once on each connection::
 
@@ -111,6 +112,9 @@ class WebSocketRoute:
 
     Args:
         path: The path template; the leading slash is optional.
+        endpoint: The low-level handler, as Starlette's ``WebSocketRoute("/ws",
+            endpoint)`` takes it: the same as :meth:`ws_handler`. Its parameter named
+            ``websocket`` (or annotated :class:`WebSocket`) gets the connection.
         dependencies: Parameters by name and the factories that make them
             (``{"user": get_user}``), as Litestar spells it.
         teardown_timeout: Seconds the generator dependencies' teardowns may take once the
@@ -150,7 +154,9 @@ class WebSocketRoute:
             ``None``: no limit but the App's.
 
     Raises:
-        RouteConflictError: The template is malformed.
+        RouteConflictError: The template is malformed, or an ``endpoint`` comes with
+            ``on_accept`` or ``on_disconnect``.
+        InjectionError: The ``endpoint`` is not async, or a parameter cannot be injected.
         ValueError: An allowed origin is not an origin, ``on_receive`` is unknown, or
             ``max_connections`` is below 1.
     """
@@ -158,6 +164,7 @@ class WebSocketRoute:
     def __init__(
         self,
         path: str,
+        endpoint: Callable[..., Awaitable[Any]] | None = None,
         *,
         dependencies: Mapping[str, Any] | None = None,
         teardown_timeout: float = 5.0,
@@ -182,6 +189,7 @@ class WebSocketRoute:
                 f"on_receive must be 'discard', 'close' or 'stream', not {on_receive!r}"
             )
         self.template = PathTemplate(path)
+        self._allowed_origins = None if allowed_origins is None else tuple(allowed_origins)
         self.origin_policy = None if allowed_origins is None else OriginPolicy(allowed_origins)
         self.path = self.template.template
         self.dependencies = dict(dependencies or {})
@@ -210,9 +218,14 @@ class WebSocketRoute:
         }
         self._hooks: dict[str, Plan] = {}
         self._request_parameters: list[Parameter] = []
+        # Made by @plait.listener or @plait.stream, so no one adds to it later: an App
+        # may compose it with another such route on the same path.
+        self._one_line = False
         # Where the route was built; the accept handler is planned when a listener or a
         # stream is added, with the names visible there too (decorators build routes).
         self._namespace: Mapping[str, Any] = sys._getframe(1).f_locals
+        if endpoint is not None:
+            self._register(endpoint, self._namespace)
 
     # -- registering ------------------------------------------------------------------
 
@@ -389,6 +402,55 @@ class WebSocketRoute:
             raise RouteConflictError(f"the route {self.path!r} already has a stream {spec.name!r}")
         self._streams.append(spec)
         self._refresh(namespace)
+
+    def compose(self, other: WebSocketRoute) -> WebSocketRoute | None:
+        """One route serving this route's listener and streams and ``other``'s, for an
+        App given ``@plait.listener("/chat")`` and ``@plait.stream("/chat")``: plait's
+        internal interface, not part of the public API.
+
+        Returns:
+            A new route, or None where the two cannot be one: either is not made by
+            those decorators (a handler, a class-based listener), two listeners, two
+            streams of one name, or a difference in the template's spelling or in any
+            route option.
+
+        :meta private:
+        """
+        if (
+            self.template.template != other.template.template
+            or self._setup() != other._setup()
+            or not (self._one_line and other._one_line)
+            or (self._listener is not None and other._listener is not None)
+            or {s.name for s in self._streams} & {s.name for s in other._streams}
+        ):
+            return None
+        composed = copy.copy(self)
+        composed._listener = self._listener or other._listener
+        composed._streams = [*self._streams, *other._streams]
+        composed._hooks = dict(self._hooks)
+        if composed._listener is not None and composed.on_receive == "stream":
+            return None  # the streams read the messages: a listener would split them
+        composed._refresh(composed._namespace)
+        return composed
+
+    def _setup(self) -> tuple[Any, ...]:
+        """The options a route was built with, but for what serves it."""
+        return (
+            self.dependencies,
+            self.teardown_timeout,
+            self.idle_timeout,
+            self.heartbeat,
+            self._accept_handler,
+            self.subprotocols,
+            self.tag_streams,
+            self.on_receive,
+            self._allowed_origins,
+            self._hook_funcs,
+            self.receives,
+            self.sends,
+            self.rate_limit,
+            self.max_connections,
+        )
 
     def _plan_for(
         self, func: Callable[..., Any], namespace: Mapping[str, Any], skip: tuple[str, ...] = ()
@@ -634,6 +696,7 @@ def listener(
     def decorate(func: Callable[..., Awaitable[Any]]) -> WebSocketRoute:
         route = WebSocketRoute(path, **route_options)
         route.add_listener(func, sys._getframe(1).f_locals, mode, on_invalid, concurrency)
+        route._one_line = True
         return route
 
     return decorate
@@ -655,6 +718,7 @@ def stream(
     def decorate(func: Callable[..., Any]) -> WebSocketRoute:
         route = WebSocketRoute(path, **route_options)
         route._add_stream(func, sys._getframe(1).f_locals, name, mode)
+        route._one_line = True
         return route
 
     return decorate
