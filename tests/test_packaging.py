@@ -21,6 +21,7 @@ import pytest
 
 import plait
 import plait.channels
+from plait._asyncapi_page import COMPONENT_VERSION
 from plait.testing import TestClient, run_hypercorn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,4 +168,4 @@ def test_the_wheel_ships_the_asyncapi_component(wheel: Path) -> None:
         readme = archive.read("plait/static/asyncapi/README.md").decode()
     assert b"AsyncApiStandalone" in (shipped / "index.js").read_bytes()[:1000]
     assert (shipped / "LICENSE").read_text().lstrip().startswith("Apache License")
-    assert "`@asyncapi/react-component` **3.2.1**" in readme
+    assert f"`@asyncapi/react-component` **{COMPONENT_VERSION}**" in readme
