@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncGenerator
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ import pytest
 
 import plait
 from plait import App, Cookie, Header, Heartbeat, Listener, Query, WebSocket, WebSocketRoute
+from plait._asyncapi_page import COMPONENT_VERSION
 from plait.channels import ChannelMessage
 from plait.types import Message
 
@@ -388,6 +390,48 @@ async def test_the_app_serves_the_document_and_its_page() -> None:
 
     app.include_routes(added)  # the served document follows the routes
     assert "added" in json.loads((await http_get(app, "/asyncapi.json"))[2])["channels"]
+
+
+@pytest.mark.anyio
+async def test_the_page_loads_the_component_that_ships_with_plait() -> None:
+    """By default the page needs no CDN: the App serves its own copy of the component
+    below the page, at paths that name the version, so browsers keep it for good; the
+    addresses are relative, so the page works below a mount point too."""
+    shipped = files("plait").joinpath("static", "asyncapi")
+    app = App(routes=[room], asyncapi_path="/asyncapi.json", asyncapi_docs_path="/docs/asyncapi")
+    page = (await http_get(app, "/docs/asyncapi"))[2]
+    assert b"unpkg" not in page
+    assert b"//" not in page.split(b"<body>")[1]  # nothing from another host
+    version = COMPONENT_VERSION.encode()
+    assert b'<script src="asyncapi/static/asyncapi-react-' + version + b'.js">' in page
+    assert b'href="asyncapi/static/asyncapi-react-' + version + b'.css"' in page
+    assert b'<a href="../asyncapi.json">/asyncapi.json</a>' in page  # if it does not load
+    for suffix, media_type, name in [
+        (b"js", b"text/javascript; charset=utf-8", "index.js"),
+        (b"css", b"text/css; charset=utf-8", "default.min.css"),
+    ]:
+        path = f"/docs/asyncapi/static/asyncapi-react-{COMPONENT_VERSION}.{suffix.decode()}"
+        status, headers, body = await http_get(app, path)
+        assert (status, headers[b"content-type"]) == (200, media_type)
+        assert headers[b"cache-control"] == b"public, max-age=31536000, immutable"
+        assert body == shipped.joinpath(name).read_bytes()
+        again = await http_get(app, path, headers=[(b"if-none-match", headers[b"etag"])])
+        assert again[0] == 304
+    assert (await http_get(app, "/docs/asyncapi/static/index.js"))[0] == 404
+
+    trailing = App(asyncapi_path="/api.json", asyncapi_docs_path="/docs/")
+    page = (await http_get(trailing, "/docs/"))[2]
+    assert b'<script src="static/asyncapi-react-' + version + b'.js">' in page
+    path = f"/docs/static/asyncapi-react-{COMPONENT_VERSION}.js"
+    assert (await http_get(trailing, path))[0] == 200
+
+    chosen = App(asyncapi_path="/a.json", asyncapi_docs_path="/docs", asyncapi_css_url="/my.css")
+    page = (await http_get(chosen, "/docs"))[2]
+    assert b'href="/my.css"' in page
+    assert (await http_get(chosen, f"/docs/static/asyncapi-react-{COMPONENT_VERSION}.css"))[
+        0
+    ] == 404
+    assert (await http_get(chosen, f"/docs/static/asyncapi-react-{COMPONENT_VERSION}.js"))[0] == 200
 
 
 def test_the_page_needs_the_document() -> None:

@@ -21,6 +21,7 @@ import pytest
 
 import plait
 import plait.channels
+from plait._asyncapi_page import COMPONENT_VERSION
 from plait.testing import TestClient, run_hypercorn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +130,10 @@ def test_public_exceptions_pickle_by_their_public_path(exc: BaseException) -> No
     assert (str(again), vars(again)) == (str(exc), vars(exc))
 
 
-def test_a_build_without_build_isolation_needs_nothing_downloaded(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """plait's wheel, built from this checkout without build isolation or an index."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     # setuptools>=77 (the license expression) comes with the test extra; a build that
     # uses the environment's own setuptools must work without any index.
     for part in ("pyproject.toml", "README.md", "LICENSE"):
@@ -138,7 +142,11 @@ def test_a_build_without_build_isolation_needs_nothing_downloaded(tmp_path: Path
     command = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
                "--no-index", "--wheel-dir", str(tmp_path / "dist"), str(tmp_path)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, timeout=120)
-    (wheel,) = (tmp_path / "dist").glob("plait-*.whl")
+    (built,) = (tmp_path / "dist").glob("plait-*.whl")
+    return built
+
+
+def test_a_build_without_build_isolation_needs_nothing_downloaded(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         (metadata_name,) = [name for name in names if name.endswith(".dist-info/METADATA")]
@@ -147,3 +155,17 @@ def test_a_build_without_build_isolation_needs_nothing_downloaded(tmp_path: Path
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert metadata["License-Expression"] == "MIT"
     assert metadata["Requires-Python"] == ">=3.11"
+
+
+def test_the_wheel_ships_the_asyncapi_component(wheel: Path) -> None:
+    """The AsyncAPI page renders offline only if the installed plait has the component,
+    with its license and the record of where it came from (issue 18, point 5)."""
+    shipped = ROOT / "src" / "plait" / "static" / "asyncapi"
+    files = ["index.js", "index.js.LICENSE.txt", "default.min.css", "LICENSE", "README.md"]
+    with zipfile.ZipFile(wheel) as archive:
+        for name in files:
+            assert archive.read(f"plait/static/asyncapi/{name}") == (shipped / name).read_bytes()
+        readme = archive.read("plait/static/asyncapi/README.md").decode()
+    assert b"AsyncApiStandalone" in (shipped / "index.js").read_bytes()[:1000]
+    assert (shipped / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert f"`@asyncapi/react-component` **{COMPONENT_VERSION}**" in readme

@@ -12,12 +12,13 @@ from typing import Any, Final
 
 import anyio
 
-from ._asyncapi import COMPONENT_CSS_URL, COMPONENT_URL, build_document, docs_page
+from ._asyncapi import build_document
+from ._asyncapi_page import bundled_component, component_paths, docs_page
 from ._class_listener import Listener
 from ._codec import encode_json
 from ._connection import Connection, ConnectionOptions
 from ._denial import DenialResponse
-from ._documents import Document, client_script
+from ._documents import IMMUTABLE, Document, client_script
 from ._exceptions import WebSocketDisconnect
 from ._lifespan import fallback_lifespan
 from ._limits import RateLimit
@@ -109,9 +110,12 @@ class App:
             (default): not served.
         asyncapi_docs_path: Serve a page that renders the document with AsyncAPI's
             React component at this path (``"/asyncapi"``); needs ``asyncapi_path``.
-        asyncapi_js_url: Where that page loads the component's standalone bundle (a CDN
-            by default; serve your own copy where pages may not reach one).
-        asyncapi_css_url: Where that page loads the component's styles.
+            The component ships with plait and is served below the page
+            (``/asyncapi/static/...``), so the page needs no CDN.
+        asyncapi_js_url: Where that page loads the component's standalone bundle
+            instead (a CDN, or your own copy); ``None`` (default): plait's copy.
+        asyncapi_css_url: Where that page loads the component's styles instead;
+            ``None`` (default): plait's copy.
         telemetry: Spans and metrics for every connection through OpenTelemetry
             (:class:`plait.otel.Telemetry`, the ``otel`` extra); ``None`` (default):
             none, and no cost.
@@ -145,8 +149,8 @@ class App:
         servers: Mapping[str, str] | Sequence[str] = (),
         asyncapi_path: str | None = None,
         asyncapi_docs_path: str | None = None,
-        asyncapi_js_url: str = COMPONENT_URL,
-        asyncapi_css_url: str = COMPONENT_CSS_URL,
+        asyncapi_js_url: str | None = None,
+        asyncapi_css_url: str | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.routes: list[WebSocketRoute] = []
@@ -172,6 +176,12 @@ class App:
                 asyncapi_css_url,
             )
             self._documents[asyncapi_docs_path] = Document(page, "text/html; charset=utf-8")
+            chosen = {"js": asyncapi_js_url, "css": asyncapi_css_url}
+            for name, (path, media_type) in component_paths(asyncapi_docs_path).items():
+                if chosen[name] is None:
+                    self._documents[path] = Document(
+                        partial(bundled_component, name), media_type, cache_control=IMMUTABLE
+                    )
         self.fallback = fallback
         self.lifespan = lifespan
         self.hub = hub

@@ -11,10 +11,7 @@ is written by hand. :doc:`/reference/asyncapi` lists the mapping.
 from __future__ import annotations
 
 import contextlib
-import html
 import inspect
-import json
-import posixpath
 import re
 import types
 import typing
@@ -32,19 +29,10 @@ if TYPE_CHECKING:
     from ._options import ConnectionOptions
     from ._routing import RouteDescription, WebSocketRoute
 
-__all__ = ("COMPONENT_CSS_URL", "COMPONENT_URL", "build_document", "docs_page")
+__all__ = ("build_document",)
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 WS_BINDING_VERSION: Final = "0.1.0"
-COMPONENT_URL: Final = (
-    "https://unpkg.com/@asyncapi/react-component@3.2.1/browser/standalone/index.js"
-)
-"""Where the documentation page loads AsyncAPI's React component (its standalone build)."""
-COMPONENT_CSS_URL: Final = (
-    "https://unpkg.com/@asyncapi/react-component@3.2.1/styles/default.min.css"
-)
-"""Where the documentation page loads the component's styles."""
-
 _REF: Final = "#/components/schemas/{name}"
 _PARAM: Final = re.compile(r"{([^{}:]*)(?::([^{}]*))?}")
 _KEY: Final = re.compile(r"[^\w.\-]+")
@@ -99,40 +87,6 @@ def build_document(
     if components:
         document["components"] = {"schemas": components}
     return document
-
-
-def docs_page(title: str, document_path: str, page_path: str, js_url: str, css_url: str) -> bytes:
-    """The HTML page that renders the document with AsyncAPI's React component.
-
-    The document's address is relative to the page's, so the page works mounted below
-    a prefix too.
-    """
-    base = page_path if page_path.endswith("/") else posixpath.dirname(page_path) or "/"
-    relative = posixpath.relpath(document_path, base)
-    config = {
-        "schema": {"url": relative, "options": {"method": "GET"}},
-        "config": {"show": {"sidebar": True}},
-    }
-    script_data = json.dumps(config).replace("</", "<\\/")
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}: AsyncAPI</title>
-<link rel="stylesheet" href="{html.escape(css_url)}">
-</head>
-<body>
-<div id="asyncapi"></div>
-<script src="{html.escape(js_url)}"></script>
-<script>
-const config = {script_data};
-config.schema.url = new URL(config.schema.url, document.baseURI).href;
-AsyncApiStandalone.render(config, document.getElementById("asyncapi"));
-</script>
-</body>
-</html>
-""".encode()
 
 
 # -- one route -------------------------------------------------------------------------------
