@@ -166,6 +166,29 @@ async def test_chat_example_limits_a_flood_with_a_reply_and_spares_the_others() 
         assert "reply" not in ada.waiting
 
 
+async def test_chat_example_typing_spends_no_message_budget_and_a_refusal_names_its_ref() -> None:
+    from examples.chat import app as chat_app
+
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    async with (
+        AsyncTestClient(chat_app) as client,
+        client.websocket_connect(f"/chat/{room}?name=ada") as ws,
+    ):
+        ada = Streams(ws)
+        await ada.next("members")
+        for typing in [True, False] * 4:  # past the typing budget: dropped unsaid
+            await ws.send_json({"type": "typing", "typing": typing})
+        for number in range(11):
+            await ws.send_json({"type": "say", "text": f"m{number}", "ref": f"r{number}"})
+        refusal = await ada.next("reply")
+        assert refusal["error"] == "rate limit exceeded"
+        assert refusal["ref"] == "r10"  # the burst of 10 is the messages' own
+        assert refusal["detail"] == "at most 5 messages per 1 s, burst 10"
+        assert 0 < refusal["retry_after"] <= 0.2
+        refs = [(await ada.next("messages"))["data"]["ref"] for _ in range(10)]
+        assert refs == [f"r{number}" for number in range(10)]
+
+
 async def test_class_listener_example_keeps_state_per_connection() -> None:
     from examples.class_listener import app as counter_app
 

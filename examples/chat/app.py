@@ -19,10 +19,15 @@ streams at once, each item tagged ``{"stream": name, "data": ...}``:
 - ``members``: presence, ``{"type": "presence_state", ...}`` with everyone in the
   room (you included), then a ``{"type": "presence_diff", ...}`` per join and leave.
 
-The client sends ``{"type": "say", "text": "hi"}`` and ``{"type": "typing", "typing":
-true}``; at most 5 messages a second (bursts of 10) per connection, past which a message
-is dropped and the client is told ``{"error": "rate limit exceeded", ...}``. The server
-pings ``ping`` every 20 s; answer ``pong``.
+The client sends ``{"type": "say", "text": "hi", "ref": "a1"}`` (``ref``, optional, comes
+back in the message's ``data``) and ``{"type": "typing", "typing": true}``. Each kind has
+a budget of its own per connection, so typing never costs a message its place: at most 5
+messages a second (bursts of 10), past which a message is not said and the client is
+told ``{"error": "rate limit exceeded", "ref": "a1", "retry_after": ..., "detail":
+...}``; typing notices past 1 a second (bursts of 4) are dropped unsaid. In front of
+both, the route's own limit of 10 frames a second (bursts of 20) stops a flood before
+anything decodes it, with a reply that names no ``ref``. The server pings ``ping``
+every 20 s; answer ``pong``.
 
 The page is plain HTML and JavaScript from ``static/``, answered by a few lines of ASGI
 passed to the App as its HTTP ``fallback``, with plait's browser client at ``/plait.js``
@@ -31,9 +36,11 @@ passed to the App as its HTTP ``fallback``, with plait's browser client at ``/pl
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,9 +79,11 @@ def typing_channel(room: str) -> str:
 
 
 class Say(msgspec.Struct, tag="say"):
-    """Say something to the room."""
+    """Say something to the room; ``ref``, the client's name for the message, is in the
+    message the room gets and in a refusal, so that the client knows which it was."""
 
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    ref: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class Typing(msgspec.Struct, tag="typing"):
@@ -84,6 +93,50 @@ class Typing(msgspec.Struct, tag="typing"):
 
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+SAYING = RateLimit(messages=5, per=1.0, burst=10)
+"""What one connection may say."""
+TYPING = RateLimit(messages=1, per=1.0, burst=4)
+"""How often one connection may say that it types: the page sends far fewer."""
+
+
+class Bucket:
+    """A token bucket of one connection for one kind of message, as ``limit`` says.
+
+    The route's :class:`plait.RateLimit` counts every frame alike, before anything
+    decodes it; typing notices counted there would spend what the messages need.
+    """
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._interval = limit.per / limit.messages  # seconds for one token to come back
+        self._due = -math.inf  # when the bucket would be empty again: -inf, it is full
+
+    def take(self) -> float:
+        """Take a token: 0 if there was one, else the seconds until there is one."""
+        now = anyio.current_time()
+        due = max(self._due, now) + self._interval
+        wait = due - now - self.limit.capacity * self._interval
+        if wait > self._interval / 1000:  # float rounding never costs a burst its last
+            return wait
+        self._due = due
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One connection's buckets: one for what it says, one for its typing notices."""
+
+    saying: Bucket
+    typing: Bucket
+
+
+def fresh_budget() -> Budget:
+    """Fresh buckets, once per connection (as every dependency is made)."""
+    return Budget(saying=Bucket(SAYING), typing=Bucket(TYPING))
+
+
+MyBudget = Annotated[Budget, plait.use(fresh_budget)]
 
 
 async def present(room: str, name: Name, hub: Hub) -> AsyncIterator[Tracking]:
@@ -99,18 +152,38 @@ chat = plait.WebSocketRoute(
     "/chat/{room}",
     tag_streams=True,
     heartbeat=Heartbeat(interval=20, timeout=10),
-    rate_limit=RateLimit(messages=5, per=1.0, burst=10, on_exceed="reply"),
+    # A flood guard, above both budgets together: what a person sends never meets it.
+    rate_limit=RateLimit(messages=10, per=1.0, burst=20, on_exceed="reply"),
 )
 
 
 @chat.listener
-async def hear(data: Say | Typing, room: str, me: Me, hub: Hub) -> None:
-    """Publish what the user says, or that they type (nothing is sent back directly)."""
-    if isinstance(data, Say):
-        message = {"type": "message", "user": me.key, "text": data.text, "at": time.time()}
-        await hub.publish(room, message)
-    else:
-        await hub.publish(typing_channel(room), {"user": me.key, "typing": data.typing})
+async def hear(
+    data: Say | Typing,
+    room: str,
+    me: Me,
+    hub: Hub,
+    budget: MyBudget,
+) -> dict[str, Any] | None:
+    """Publish what the user says, or that they type, each within its budget; a message
+    over its budget is answered with a refusal that names its ``ref``."""
+    if isinstance(data, Typing):
+        if not budget.typing.take():  # over it: dropped, a lost "is typing" is no news
+            await hub.publish(typing_channel(room), {"user": me.key, "typing": data.typing})
+        return None
+    wait = budget.saying.take()
+    if wait:
+        return {
+            "error": "rate limit exceeded",
+            "ref": data.ref,
+            "retry_after": math.ceil(wait * 1000) / 1000,
+            "detail": f"at most {SAYING.describe()}",
+        }
+    message = {"type": "message", "user": me.key, "text": data.text, "at": time.time()}
+    if data.ref is not None:
+        message["ref"] = data.ref
+    await hub.publish(room, message)
+    return None
 
 
 @chat.stream

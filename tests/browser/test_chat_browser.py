@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -225,7 +226,8 @@ def test_a_flood_is_limited_with_a_notice_and_spares_the_others(browser: Browser
             }"""
         )
         expect(eve.locator("#alert")).to_be_visible()
-        expect(eve.locator("#alert")).to_contain_text("Slow down: at most 5 messages per 1 s")
+        # the messages' budget, or the route's flood guard behind it: which one answers last
+        expect(eve.locator("#alert")).to_contain_text("Slow down: at most ")
         screenshot(eve, "flood")
         say(ada, "still fine")
         expect(eve.locator("#messages li.message .text").last).to_have_text("still fine")
@@ -233,7 +235,87 @@ def test_a_flood_is_limited_with_a_notice_and_spares_the_others(browser: Browser
         assert heard[-1] == "still fine"
         assert 10 <= len(heard) - 1 < 30  # the burst and a few more, not the flood
         assert heard[:-1] == [f"flood {number}" for number in range(len(heard) - 1)]
+        # the first refused is back in eve's input (the flood guard's refusals name none)
+        assert eve.input_value("#text").startswith(f"flood {len(heard) - 1} ")
         expect(ada.locator("#alert")).to_be_hidden()
+
+
+def frames_sent(page: Page) -> list[str]:
+    """What the page sends on its WebSockets from now on, as the server receives it."""
+    sent: list[str] = []
+    page.on(
+        "websocket",
+        lambda socket: socket.on(
+            "framesent", lambda payload: sent.append(payload if isinstance(payload, str) else "")
+        ),
+    )
+    return sent
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_typing_and_sending_a_message_every_0_35_s_loses_none(
+    browser: Browser, worker: Worker
+) -> None:
+    # Issue 18, point 4: each message cost three frames (typing on, typing off, say)
+    # against one limit, so at this pace messages 8 to 11 of 12 were refused.
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    with serve(app, worker) as server:
+        ada, bob = browser.page(), browser.page()
+        sent = frames_sent(ada)
+        join(ada, server.url("/", scheme="http"), room, "ada")
+        join(bob, server.url("/", scheme="http"), room, "bob")
+        said = [f"message {number} from ada" for number in range(12)]
+        start = time.monotonic()
+        for number, text in enumerate(said):
+            time.sleep(max(0.0, start + 0.35 * number - time.monotonic()))
+            ada.locator("#text").press_sequentially(text)  # key by key: typing notices go
+            ada.press("#text", "Enter")
+        for page in (ada, bob):
+            expect(page.locator("#messages li.message .text")).to_have_text(said)
+        expect(ada.locator("#alert")).to_be_hidden()
+        expect(ada.locator("#text")).to_have_value("")
+        assert any('"typing":true' in frame for frame in sent)  # the others were told
+        assert sum('"type":"say"' in frame for frame in sent) == 12
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_message_over_the_limit_stays_in_the_input(browser: Browser, worker: Worker) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    with serve(app, worker) as server:
+        ada, bob = browser.page(), browser.page()
+        join(ada, server.url("/", scheme="http"), room, "ada")
+        join(bob, server.url("/", scheme="http"), room, "bob")
+        quick = [f"quick {number}" for number in range(14)]
+        ada.evaluate(
+            """(quick) => {
+                const text = document.getElementById("text");
+                const form = document.getElementById("say");
+                for (const said of quick) {
+                    text.value = said;
+                    form.requestSubmit();
+                }
+            }""",
+            quick,
+        )
+        expect(ada.locator("#alert")).to_contain_text("Slow down: at most 5 messages per 1 s")
+        # What the room got is the burst (and what came back meanwhile), in order; the
+        # rest is back in the input, in order, not lost.
+        deadline = time.monotonic() + 5
+        while True:
+            heard, left = texts(bob), ada.input_value("#text")
+            if left and heard == quick[: len(heard)] and left == " ".join(quick[len(heard) :]):
+                break
+            assert time.monotonic() < deadline, f"the room got {heard}, the input holds {left!r}"
+            time.sleep(0.05)
+        assert 10 <= len(heard) < len(quick)
+        screenshot(ada, f"{worker}-refused")
+        time.sleep(0.5)  # the budget comes back
+        ada.press("#text", "Enter")
+        expect(ada.locator("#text")).to_have_value("")
+        expect(bob.locator("#messages li.message .text").last).to_have_text(
+            " ".join(quick[len(heard) :])
+        )
+        assert texts(bob)[: len(heard)] == heard
 
 
 @pytest.mark.parametrize(

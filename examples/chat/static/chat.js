@@ -22,16 +22,28 @@ const sayForm = element("say");
 const textInput = element("text");
 const sendButton = element("send");
 
+// Typing notices are throttled: the server keeps them to a budget of their own, and a
+// busy typist need not tell the room more than every few seconds.
 const TYPING_EVERY = 2_500; // ms between two "I am typing" while one goes on typing
+const TYPING_AGAIN = 1_000; // ms after one before the next message's "I am typing"
 const TYPING_IDLE = 4_000; // ms without a key before "I stopped"
 const TYPING_SHOWN = 6_000; // ms another's "typing" shows without news from them
+const TEXT_MAX = 500; // characters in a message: the server closes on a longer one
+const PENDING_MAX = 64; // messages sent and not yet seen back, remembered for a refusal
 
 let client = null; // the room's connection, while joined
 let me = ""; // my name in the room
 let members = new Map(); // name -> how many connections (tabs) it has
 const typers = new Map(); // name -> the timer that forgets that they type
-let typingSince = 0; // when I last said that I type; 0: I do not
+let typingSent = 0; // when I last said that I type
+let typing = false; // whether the room was told that I type, and not yet that I stopped
 let typingTimer = null;
+let typingLater = null; // an "I am typing" the throttle holds back, sent once it allows
+const pending = new Map(); // ref -> text of each message sent and not yet seen back
+// A message's ref: this page's own prefix (not crypto.randomUUID, which a page served
+// over plain http from another host than localhost does not have), and a count.
+const REF_PREFIX = Math.random().toString(36).slice(2, 10);
+let sent = 0;
 let alertTimer = null;
 
 const clock = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
@@ -86,6 +98,9 @@ function showMessage({ id, data }) {
   what.className = "text";
   what.textContent = data.text;
   item.append(who, when, what);
+  if (data.user === me) {
+    pending.delete(data.ref); // said: no refusal can come for it now
+  }
   forgetTyper(data.user);
   scrolled(() => messages.append(item));
 }
@@ -169,11 +184,25 @@ function sendTyping(typing) {
   }
 }
 
-function stopTyping() {
+// "I stopped" only after an "I am typing"; and not when a message is sent, since the
+// message itself tells the others (their pages forget a typer whose message comes).
+function stopTyping(tell = true) {
   clearTimeout(typingTimer);
-  if (typingSince) {
-    typingSince = 0;
+  clearTimeout(typingLater);
+  typingLater = null;
+  if (typing && tell) {
     sendTyping(false);
+  }
+  typing = false;
+}
+
+function startTyping() {
+  clearTimeout(typingLater);
+  typingLater = null;
+  if (textInput.value.trim()) {
+    typingSent = Date.now();
+    typing = true;
+    sendTyping(true);
   }
 }
 
@@ -182,9 +211,13 @@ textInput.addEventListener("input", () => {
     stopTyping();
     return;
   }
-  if (Date.now() - typingSince > TYPING_EVERY) {
-    typingSince = Date.now();
-    sendTyping(true);
+  // While typing goes on, a reminder every TYPING_EVERY; once a message is sent, the
+  // next one's first key tells the room again, but not sooner than TYPING_AGAIN.
+  const since = Date.now() - typingSent;
+  if (since > (typing ? TYPING_EVERY : TYPING_AGAIN)) {
+    startTyping();
+  } else if (!typing && typingLater === null) {
+    typingLater = setTimeout(startTyping, TYPING_AGAIN - since);
   }
   clearTimeout(typingTimer);
   typingTimer = setTimeout(stopTyping, TYPING_IDLE);
@@ -203,7 +236,7 @@ function join(room, name) {
   client.on("members", showPresence);
   client.onMessage((reply) => {
     if (reply?.error === "rate limit exceeded") {
-      showAlert(`Slow down: ${reply.detail}. That message was not sent.`);
+      refused(reply);
     }
   });
   client.onRecovery(() => notice("Some messages were missed while you were away."));
@@ -216,7 +249,7 @@ function join(room, name) {
       textInput.focus();
     } else if (retryIn !== null) {
       setState(state, `Disconnected (${why}); reconnecting in ${(retryIn / 1000).toFixed(1)} s…`);
-      typingSince = 0;
+      typing = false;
     } else {
       client = null;
       setState(state, `Closed (${why})`);
@@ -225,8 +258,23 @@ function join(room, name) {
   client.connect();
 }
 
+// A refusal names the message it concerns by its ref: that text goes back into the
+// input, after anything refused before it, so that nothing typed is lost. The route's
+// flood guard refuses with no ref; only a script sends fast enough to meet it.
+function refused({ ref, detail }) {
+  const text = pending.get(ref);
+  pending.delete(ref);
+  if (text === undefined) {
+    showAlert(`Slow down: ${detail}. A message was not sent.`);
+    return;
+  }
+  textInput.value = textInput.value ? `${textInput.value} ${text}` : text;
+  showAlert(`Slow down: ${detail}. Your message is back in the box: send it again in a moment.`);
+}
+
 function leave() {
   stopTyping();
+  pending.clear();
   client?.disconnect();
   client = null;
   members.clear();
@@ -257,10 +305,19 @@ sayForm.addEventListener("submit", (submitted) => {
   if (!text || client === null) {
     return;
   }
-  stopTyping();
+  if (text.length > TEXT_MAX) {
+    showAlert(`That is ${text.length} characters; a message holds at most ${TEXT_MAX}.`);
+    return;
+  }
+  stopTyping(false);
+  const ref = `${REF_PREFIX}-${++sent}`;
   try {
-    client.send({ type: "say", text }); // while reconnecting: queued, sent once back
-    textInput.value = "";
+    client.send({ type: "say", text, ref }); // while reconnecting: queued, sent once back
+    pending.set(ref, text);
+    if (pending.size > PENDING_MAX) {
+      pending.delete(pending.keys().next().value); // never seen back: lost in a drop
+    }
+    textInput.value = ""; // back if refused
     messages.scrollTop = messages.scrollHeight;
   } catch (error) {
     showAlert(error.message); // closed for good, or too much waiting already
