@@ -87,6 +87,7 @@ async def test_a_redis_restart_under_full_speed_publishing_loses_nothing_in_sile
                         received[i].append(item)
 
             publishing = True
+            published = anyio.Event()
 
             async def publisher() -> None:
                 n = 0
@@ -96,6 +97,7 @@ async def test_a_redis_restart_under_full_speed_publishing_loses_nothing_in_sile
                     except ChannelUnavailable:
                         await anyio.sleep(0.005)  # Redis is down: it may or may not have n
                     n += 1
+                published.set()
 
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as tg:
@@ -110,6 +112,7 @@ async def test_a_redis_restart_under_full_speed_publishing_loses_nothing_in_sile
                         await anyio.sleep(0.01)
                     await anyio.sleep(AFTER)
                     publishing = False
+                    await published.wait()  # else the end could overtake the last one
                     while True:  # live delivery is back: this one reaches everyone
                         try:
                             await other.publish("feed", END)
