@@ -451,9 +451,13 @@ class EngineModel(RuleBasedStateMachine):
 
     def _handed_over(self) -> int:
         """How many messages the server handed over until it reported the peer gone (or
-        until a send failed, if it has not reported it): all of them are the handler's."""
-        server = self.server
-        return max(d.returned for d in (server.seen, server.failed) if d is not None)
+        until a send failed, if it has not reported it) and before the handler ended:
+        all of them are the handler's. What the server hands over once the handler
+        ended (an engine timeout ended it after a failed send) cannot be."""
+        server, ended = self.server, self.record.ended
+        assert ended is not None
+        known = (server.seen, server.failed)
+        return max((d.returned for d in known if d is not None and d.seq < ended.seq), default=0)
 
     def _loss_check_name(self, departure: Departure) -> str:
         # A loss after a failed send has a name of its own, to be skipped on its own.
