@@ -55,26 +55,25 @@ class RedisServer:
 
     async def stop(self) -> None:
         """Stop the server (SIGTERM: it exits at once, saving nothing)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        with anyio.CancelScope(shield=True):
-            process.terminate()
-            with anyio.move_on_after(5) as scope:
-                await process.wait()
-            if scope.cancelled_caught:
-                process.kill()
-                await process.wait()
-            await process.aclose()
+        await self._end(kill=False)
 
     async def kill(self) -> None:
         """SIGKILL the server: it saves nothing more and says nothing to its clients."""
+        await self._end(kill=True)
+
+    async def _end(self, *, kill: bool) -> None:
         process, self._process = self._process, None
         if process is None:
             return
         with anyio.CancelScope(shield=True):
-            process.kill()
-            await process.wait()
+            if not kill:
+                process.terminate()
+                with anyio.move_on_after(5) as scope:
+                    await process.wait()
+                kill = scope.cancelled_caught
+            if kill:
+                process.kill()
+                await process.wait()
             await process.aclose()
 
     async def _answers(self) -> bool:
