@@ -64,10 +64,6 @@ class Reading(Protocol):
         """The server reported the peer gone."""
         ...
 
-    def departure(self) -> tuple[int, str] | None:
-        """The peer's close while the handler still takes what it sent before leaving."""
-        ...
-
 
 async def read(connection: Reading, receive: Receive) -> None:
     """Read from the server until the peer leaves or the connection ends."""
