@@ -7,6 +7,13 @@ hot path that was a large part of plait's overhead. The waiters here are the che
 one-shot wake-up each loop offers: a bare future on asyncio, and trio's
 ``wait_task_rescheduled`` (what trio's own channels use) on trio. Cancellation works as
 for any other wait: anyio's cancel scopes cancel a waiting task on either backend.
+
+One rule for every task plait starts in a connection's task group: it returns when the
+task group cancels it, rather than ending with the cancellation. On asyncio anyio keeps
+the cancellation of a task that ends with it in a frame that the exception's own
+traceback holds (its ``task_done`` callback): a reference cycle that keeps the task's
+frames, and the connection they reach, alive until the cyclic garbage collector runs. A
+connection that ended is freed by reference counting alone (``tests/test_cycles.py``).
 """
 
 from __future__ import annotations

@@ -90,8 +90,15 @@ class Children:
         finally:
             self.collecting = False
             if report:
-                for error in self.errors:
+                for error in self.take_errors():
                     self._late(error)
+
+    def take_errors(self) -> list[Exception]:
+        """The errors gathered, handed over once: each one's traceback holds the frame
+        of :meth:`_run`, which holds this object, so keeping them would make a
+        reference cycle."""
+        errors, self.errors = self.errors, []
+        return errors
 
     async def __aenter__(self) -> Children:
         raise RuntimeError("ws.task_group is already open: use it directly")
@@ -122,7 +129,9 @@ class Children:
                 else:
                     await func(*args, task_status=task_status)
             except get_cancelled_exc_class():
-                raise
+                if task_status is not None and not task_status.called:
+                    raise  # start() reports it to its caller
+                return  # ended with the handler: return (the rule of plait._backend)
             except Exception as exc:
                 if task_status is not None and not task_status.called:
                     raise  # start() raises it in the caller, as a task group's does

@@ -35,10 +35,10 @@ from ._lifecycle import Action, Event, Phase, transition
 from ._options import ConnectionOptions, ConnectionStatistics, Heartbeat
 from ._outbound import Outbound, baton_allowed
 from ._reader import read
-from ._state import WebSocketState
+from ._state import ConnectionState, WebSocketState
 from ._types import Message, Receive, Scope, Send
 from ._watchdogs import start_watchdogs
-from ._websocket import WebSocket, run_by
+from ._websocket import WebSocket, check_scope, run_by
 
 __all__ = ("Connection", "ConnectionOptions", "ConnectionStatistics", "Handler", "Heartbeat")
 
@@ -68,6 +68,7 @@ class Connection:
         "_holds",
         "_lost",
         "_outbound",
+        "_scope",
         "_state",
         "_task_group",
         "_timer",
@@ -78,7 +79,6 @@ class Connection:
         "phase",
         "received",
         "send_data",
-        "websocket",
     )
 
     def __init__(
@@ -113,7 +113,11 @@ class Connection:
         self._goodbye: tuple[int, str] | None = None
         self._lost = False  # the peer left without a close (1006): see drain_abandoned
         self._heard = False  # the server's disconnect was read
-        self.websocket, self._state = run_by(scope, self)
+        # Only the WebSocket holds the connection, not the other way round: a
+        # connection that ended is freed by reference counting (see _let_go).
+        check_scope(scope)
+        self._scope = scope
+        self._state = ConnectionState()
 
     # -- the engine interface of the WebSocket ---------------------------------------
 
@@ -214,7 +218,7 @@ class Connection:
     @property
     def path(self) -> str:
         """The connection's path, for the log."""
-        path: str = self.websocket.scope.get("path", "")
+        path: str = self._scope.get("path", "")
         return path
 
     @property
@@ -264,7 +268,7 @@ class Connection:
                 token = closer.set(self.close_now)  # for the hub's slow-subscriber policy
                 try:
                     task_group.start_soon(read, self, self._asgi_receive)
-                    final = await self._run_handler(handler)
+                    final = await self._run_handler(handler, run_by(self._scope, self, self._state))
                     if self._timer is not None:
                         self._timer.cancel()  # the handler ended within its bound
                     self._on(Event.HANDLER_ENDED)
@@ -272,7 +276,7 @@ class Connection:
                         await close_and_drain(
                             self._state,
                             self._outbound,
-                            self.websocket.scope,
+                            self._scope,
                             final,
                             self.options.drain_timeout,
                         )
@@ -282,9 +286,12 @@ class Connection:
         except get_cancelled_exc_class():
             # Cancelled from outside (the server is shutting down): say so to the peer.
             self._on(Event.CANCELLED, 1001, "server shutting down")
+            self._let_go()
             with anyio.CancelScope(shield=True):
                 await self._say_goodbye()
             raise
+        finally:
+            self._let_go()
         await self._say_goodbye()
         state = self._state
         if self.phase is Phase.CLOSED and state.accepted:
@@ -296,20 +303,21 @@ class Connection:
             "connection closed: %s with code %s by the %s", path, state.close_code, state.closed_by
         )
 
-    async def _run_handler(self, handler: Handler) -> tuple[int, str]:
+    async def _run_handler(self, handler: Handler, websocket: WebSocket) -> tuple[int, str]:
         """Run the handler; return the close (code, reason) its end calls for."""
         try:
             try:
                 with anyio.CancelScope() as self._handler_scope:
-                    await handler(self.websocket)
+                    await handler(websocket)
             except BaseException:
                 if self._children is not None:
                     await self._children.end(report=True)
                 raise
             if self._children is not None:
                 await self._children.end(report=False)
-                if self._children.errors:
-                    raise ExceptionGroup("a task of the handler failed", self._children.errors)
+                errors = self._children.take_errors()
+                if errors:
+                    raise ExceptionGroup("a task of the handler failed", errors)
         except (Exception, BaseExceptionGroup) as exc:  # never a bare cancellation
             return close_for_end(exc, self.path)
         return (1000, "")
@@ -324,6 +332,11 @@ class Connection:
         self._goodbye = None
         if await send_goodbye(self._asgi_send, *goodbye):
             self._on(Event.CLOSE_SENT)
+
+    def _let_go(self) -> None:
+        """The task group is over: drop the outbound's calls back into the connection,
+        the one reference cycle a connection has, so that reference counting frees it."""
+        self._outbound.detach()
 
     def _start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         assert self._task_group is not None
@@ -385,9 +398,12 @@ class Connection:
         return self._disconnect or {"type": "websocket.disconnect", "code": 1006}
 
     async def _time_out(self, timer: anyio.CancelScope) -> None:
-        with timer:
-            await anyio.sleep(self.options.drain_timeout)
-            self._on(Event.DRAIN_TIMEOUT)
+        try:
+            with timer:
+                await anyio.sleep(self.options.drain_timeout)
+                self._on(Event.DRAIN_TIMEOUT)
+        except get_cancelled_exc_class():
+            pass  # the connection ended: return (the rule of plait._backend)
 
     def _on(self, event: Event, code: int = 1000, reason: str = "") -> None:
         """Move the lifecycle on ``event`` and carry out the transition's actions.

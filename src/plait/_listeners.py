@@ -323,6 +323,10 @@ async def _next_data(websocket: WebSocket, port: RoutePort, spec: ListenerSpec) 
         try:
             return spec.codec.decode(message)
         except MessageDecodeError as exc:
+            if spec.on_invalid == "close":
+                # The engine closes with 1007 and the reason, as the client's error. A
+                # bare raise: a frame holding the error would be held by its traceback.
+                raise
             await _invalid(websocket, spec.on_invalid, exc)
 
 
@@ -342,8 +346,6 @@ async def _release_after(
 async def _invalid(
     websocket: WebSocket, policy: InvalidMessagePolicy, error: MessageDecodeError
 ) -> None:
-    if policy == "close":
-        raise error  # the engine closes with 1007 and the reason, as the client's error
     logger.info("invalid message on %s: %s", websocket.url.path, error)
     if policy == "reply":
         await websocket.send_json({"error": "invalid message", "detail": str(error)})

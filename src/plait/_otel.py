@@ -271,6 +271,7 @@ class _Observed:
                 telemetry._open.add(-1, route)
                 self._end(connection, span, route)
             finally:
+                self.error = None  # its traceback holds handle(), which holds self
                 telemetry._context.detach(token)
 
     def _end(self, connection: Connection, span: Span, route: Mapping[str, str]) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import anyio
 import sniffio
-from anyio import ClosedResourceError, EndOfStream, WouldBlock
+from anyio import ClosedResourceError, EndOfStream, WouldBlock, get_cancelled_exc_class
 
 from ._backend import YIELD_EVERY, waiters
 from ._channel import Channel
@@ -85,6 +85,10 @@ class _Resume:
                     value = steps.send(received)
                 except StopIteration:
                     return
+
+
+def _ignore(*_: object) -> None:
+    """What a detached outbound calls back."""
 
 
 def _is_final(message: Message) -> bool:
@@ -243,6 +247,12 @@ class Outbound:
         self._queue.close()
         self._kick()
 
+    def detach(self) -> None:
+        """The connection is over: accept nothing more, and drop the calls back into it
+        (they make the one reference cycle between the two)."""
+        self._queue.close()
+        self._start_writer = self._failed = self._final_sent = _ignore
+
     def abort(self) -> None:
         """Drop what is queued and cut short a baton send in flight."""
         queue = self._queue
@@ -312,6 +322,8 @@ class Outbound:
                     return
                 finally:
                     self._busy = False
+        except get_cancelled_exc_class():
+            pass  # the connection ended: return (the rule of plait._backend)
         finally:
             self._writing = False
             if self._done is not None:

@@ -22,7 +22,7 @@ import logging
 from typing import Protocol
 
 import anyio
-from anyio import ClosedResourceError
+from anyio import ClosedResourceError, get_cancelled_exc_class
 
 from ._channel import Channel
 from ._limits import Limiter
@@ -124,6 +124,8 @@ async def read(connection: Reading, receive: Receive) -> None:
     except Exception:
         logger.exception("the server's receive() failed; treating the peer as gone")
         connection.peer_left({"type": "websocket.disconnect", "code": 1006})
+    except get_cancelled_exc_class():
+        pass  # the connection ended: return (the rule of plait._backend)
     finally:
         if limiter is not None and connection.limited and not limiter.closes:
             logger.info(

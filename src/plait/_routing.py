@@ -513,8 +513,8 @@ class WebSocketRoute:
             # is stopping) are how connections end: teardowns run as after a normal
             # end, so the code after a dependency's `yield` runs. Real errors are
             # thrown in at the `yield`.
-            error = first_error(exc)
-            await close_shielded(stack, error, self.teardown_timeout)
+            # No local holds the error: its traceback holds this frame.
+            await close_shielded(stack, first_error(exc), self.teardown_timeout)
             raise
         await close_shielded(stack, None, self.teardown_timeout)
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ._options import ConnectionStatistics
 
-__all__ = ("RoutePort", "WebSocket", "run_by", "validate_close")
+__all__ = ("RoutePort", "WebSocket", "check_scope", "run_by", "validate_close")
 
 T = TypeVar("T")
 
@@ -54,13 +54,12 @@ class WebSocket(Mapping[str, Any]):
     __slots__ = ("__dict__", "_engine", "_reader", "_scope", "_state")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._start(scope, DirectEngine(receive, send))
+        self._start(scope, DirectEngine(receive, send), ConnectionState())
 
-    def _start(self, scope: Scope, engine: Engine) -> None:
-        if scope.get("type") != "websocket":
-            raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
+    def _start(self, scope: Scope, engine: Engine, state: ConnectionState) -> None:
+        check_scope(scope)
         self._scope = scope
-        self._state = ConnectionState()
+        self._state = state
         self._engine: Engine = engine
         # Why the handler may not receive: a route's listener or its discarding reader
         # takes every message (see _check_reader); None lets the handler read.
@@ -511,12 +510,22 @@ def _bytes_of(message: Message) -> bytes:
     return bytes(data)
 
 
-def run_by(scope: Scope, engine: Engine) -> tuple[WebSocket, ConnectionState]:
-    """A WebSocket whose messages ``engine`` moves (the connection engine's), and the
-    state machine the two share: plait's internal interface for the engine."""
+def check_scope(scope: Scope) -> None:
+    """Refuse a scope that is not a WebSocket connection's.
+
+    Raises:
+        ValueError: ``scope["type"]`` is not ``"websocket"``.
+    """
+    if scope.get("type") != "websocket":
+        raise ValueError(f"expected a 'websocket' scope, got {scope.get('type')!r}")
+
+
+def run_by(scope: Scope, engine: Engine, state: ConnectionState) -> WebSocket:
+    """A WebSocket whose messages ``engine`` moves (the connection engine's), sharing
+    ``state`` with it: plait's internal interface for the engine."""
     websocket = WebSocket.__new__(WebSocket)
-    websocket._start(scope, engine)
-    return websocket, websocket._state
+    websocket._start(scope, engine, state)
+    return websocket
 
 
 class RoutePort:
