@@ -12,13 +12,16 @@ what one message costs, start-up and imports left out. The report gives it per a
 backend, with the overhead over the app's baseline (``raw``, the bare ASGI echo, or
 ``raw_json``, the bare msgspec JSON echo, for the typed listeners) and the ratio to it.
 
-The count does not depend on the machine's load: ``PYTHONHASHSEED=0`` and trio's scheduler
-seeded, the same case counted twice agreed to the instruction (plait on trio, 200 and
-2,200 messages, 2026-12-04); the figure moves only when the code does. With ``--before
-REV`` the plait apps are counted on REV's source too (a temporary git worktree) and the
-change per app is printed, so a change to the engine can be weighed where the clock is too
-noisy to tell 2% apart. Two counts run at once (two cores). Needs valgrind (Debian's
-package); the JSON goes to ``benchmarks/results/instructions-<time>.json``.
+The count does not depend on the machine's load: with ``PYTHONHASHSEED=0``, no bytecode
+written and trio's scheduler seeded, the same case counted in two runs, one of them while
+the other core ran a hypercorn benchmark, agreed to within 0.01% (2026-12-03: raw on trio
+57,730 and 57,734 instructions per message, plait 175,139 both times). It does move by a
+few tenths of a percent with the length of the path plait is imported from, so every
+source is counted from a copy at a path of the same length (`copy_source`). With
+``--before REV`` the plait apps are counted on REV's source too (a temporary git worktree)
+and the change per app is printed, so a change to the engine can be weighed where the
+clock is too noisy to tell 2% apart. Two counts run at once (two cores). Needs valgrind
+(Debian's package); the JSON goes to ``benchmarks/results/instructions-<time>.json``.
 """
 
 from __future__ import annotations
@@ -83,7 +86,13 @@ def count(case: Case, messages: int) -> int:
     Raises:
         RuntimeError: the run failed, lost an echo, or imported plait from elsewhere.
     """
-    env = {**os.environ, "PYTHONPATH": case.source, "PYTHONHASHSEED": "0"}
+    # No bytecode written: the first count of a source would compile it, the second not.
+    env = {
+        **os.environ,
+        "PYTHONPATH": case.source,
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         try:
             done = subprocess.run(
@@ -216,7 +225,7 @@ def render_change(rows: Sequence[dict[str, Any]], before: Before) -> str:
         if row["label"] in PLAIT_APPS and now is not None and then is not None:
             out.append(
                 f"| {row['label']} | {row['backend']} | {now:,.0f} | {then:,.0f} "
-                f"| {now / then - 1:+.1%} |"
+                f"| {now / then - 1:+.2%} |"
             )
     return "\n".join(out) + "\n"
 
@@ -251,6 +260,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def copy_source(source: Path, directory: Path) -> str:
+    """Copy a ``src`` directory, without bytecode, to ``directory/src``; return that path.
+
+    The count per message moves by a few tenths of a percent with the length of the path
+    plait is imported from (object addresses, and so hashes, change with it): every
+    source is counted from a copy at a path of the same length, whatever the checkout's.
+    """
+    target = directory / "src"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return str(target)
+
+
 def _valgrind_version() -> str:
     done = subprocess.run(["valgrind", "--version"], capture_output=True, text=True, check=False)
     return done.stdout.strip()
@@ -264,7 +285,6 @@ def run(args: argparse.Namespace) -> int:
     started = time.strftime("%Y%m%dT%H%M%S")
     clock = time.monotonic()
     messages = (args.messages[0], args.messages[1])
-    sources = {app: str(ROOT / "src") for app in args.apps}
     with contextlib.ExitStack() as stack:
         before: Before | None = None
         if args.before is not None and set(args.apps) & set(PLAIT_APPS):
@@ -273,13 +293,15 @@ def run(args: argparse.Namespace) -> int:
             except RuntimeError as exc:
                 print(f"--before {args.before}: {exc}", file=sys.stderr)
                 return 1
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plait-instr-")))
+        now = copy_source(ROOT / "src", tmp / "now")
+        then = copy_source(before.path / "src", tmp / "rev") if before is not None else None
         cases = []
         for backend in args.backends:
             for app in args.apps:
-                cases.append(Case(app, app, backend, sources[app], messages))
-                if before is not None and app in PLAIT_APPS:
-                    source = str(before.path / "src")
-                    cases.append(Case(app, before.label(app), backend, source, messages))
+                cases.append(Case(app, app, backend, now, messages))
+                if before is not None and then is not None and app in PLAIT_APPS:
+                    cases.append(Case(app, before.label(app), backend, then, messages))
         print(f"{len(cases) * 2} counts under callgrind, {PARALLEL} at a time", flush=True)
         count_all(cases)
     rows = summary(cases)
