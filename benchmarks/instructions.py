@@ -13,9 +13,9 @@ backend, with the overhead over the app's baseline (``raw``, the bare ASGI echo,
 ``raw_json``, the bare msgspec JSON echo, for the typed listeners) and the ratio to it.
 
 The count does not depend on the machine's load: with ``PYTHONHASHSEED=0``, no bytecode
-written and trio's scheduler seeded, the same case counted in two runs, one of them while
-the other core ran a hypercorn benchmark, agreed to within 0.01% (2026-12-03: raw on trio
-57,730 and 57,734 instructions per message, plait 175,139 both times). It does move by a
+written and trio's scheduler seeded, the same cases counted in two runs on a busy machine
+(load average 3 to 4) agreed to within 0.01% (2026-12-03, per message: raw on trio 57,733
+and 57,736, plait on asyncio 95,693 both times, on trio 175,052 and 175,050). It does move by a
 few tenths of a percent with the length of the path plait is imported from, so every
 source is counted from a copy at a path of the same length (`copy_source`). With
 ``--before REV`` the plait apps are counted on REV's source too (a temporary git worktree)
