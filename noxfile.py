@@ -8,6 +8,7 @@ restarts Redis under real hypercorn (neither is part of CI)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -77,6 +78,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.fanout", *quick)
     session.run("python", "-m", "benchmarks.memory", *quick)
     session.run("python", "-m", "benchmarks.cancel_latency")
+    if shutil.which("valgrind") is None:
+        session.warn("valgrind is not installed: no instruction counts (apt-get install valgrind)")
+    else:
+        session.run("python", "-m", "benchmarks.instructions", *quick)
 
 
 @nox.session(python=PYTHON)
