@@ -19,8 +19,11 @@ heartbeat's ``ping``. Then, per server:
    ``finally`` (the server's ``GET /stats`` says when), and to the server holding no more
    sockets than before; both bounded by ``--bound`` seconds.
 4. **Left for the collector**: once the handlers and sockets are gone, the server's RSS,
-   then ``GET /stats?collect=1``: the objects alive and what ``gc.collect()`` found, that
-   is what only the collector would have freed.
+   then ``GET /stats?collect=1``: the objects alive and what ``gc.collect()`` found. Added
+   to what the automatic collections freed since the kill (``gc.get_stats()`` then and
+   now: a collection the allocations set off during the teardown takes part of the
+   garbage, at random), that is every object of the ending that only the collector
+   could free: objects in reference cycles.
 
 The report gives each cell and, per app, the difference to raw in the same round; the
 JSON goes to ``benchmarks/results/scale-<time>.json``.
@@ -99,6 +102,14 @@ class ScaleMeasurement(Measurement):
     collected: int | None = None
     """What ``gc.collect()`` found then: the objects only the collector would free."""
     garbage: int | None = None
+    auto_collected: int | None = None
+    """Objects the automatic collections freed from the kill to that point."""
+    auto_full_collections: int | None = None
+    """Automatic collections of the oldest generation in that time."""
+    for_collector: int | None = None
+    """``auto_collected + collected``: every object of the ending left for the collector."""
+    for_collector_per_conn: float | None = None
+    gc_at_kill: list[dict[str, int]] | None = None
     stats: dict[str, Any] | None = None
     clients: list[dict[str, Any]] = field(default_factory=list)
 
@@ -118,8 +129,8 @@ class AppScale:
     cpu_at_rest: float | None
     last_finally_s: float | None
     sockets_closed_s: float | None
-    collected: float | None
-    collected_minus_baseline: float | None
+    for_collector_per_conn: float | None
+    for_collector_minus_baseline: float | None
     valid_rounds: int
     failures: list[str] = field(default_factory=list)
 
@@ -310,7 +321,9 @@ def _hold(
     if clients_start is not None and clients_end is not None:
         cell.clients_cpu_at_rest = use.share(clients_end - clients_start)
     cell.rss_peak_kib = _vmrss(pid)
-    cell.dropped = cell.ready - read_stats(server.port)["live"]
+    held = read_stats(server.port)
+    cell.dropped = cell.ready - held["live"]
+    cell.gc_at_kill = held["gc_stats"]
 
 
 def _clients_cpu(pids: Sequence[int]) -> float | None:
@@ -358,6 +371,15 @@ def _end(
     cell.objects = cell.stats["objects"]
     cell.collected = cell.stats["collected"]
     cell.garbage = cell.stats["garbage"]
+    if cell.gc_at_kill is not None:
+        then, now = cell.gc_at_kill, cell.stats["gc_stats"]
+        cell.auto_collected = sum(
+            b["collected"] - a["collected"] for a, b in zip(then, now, strict=True)
+        )
+        cell.auto_full_collections = now[-1]["collections"] - then[-1]["collections"]
+        cell.for_collector = cell.auto_collected + cell.collected
+        if cell.ready:
+            cell.for_collector_per_conn = round(cell.for_collector / cell.ready, 2)
 
 
 def _failure(cell: ScaleMeasurement) -> str | None:
@@ -403,7 +425,8 @@ def _progress(cell: ScaleMeasurement) -> None:
         f"  CPU at rest {_percent(cell.cpu_at_rest)}"
         f"  last finally {_fmt(cell.last_finally_s, '.2f')} s"
         f"  sockets {_fmt(cell.sockets_closed_s, '.2f')} s"
-        f"  collected {_fmt(cell.collected, 'd')}"
+        f"  for the collector {_fmt(cell.for_collector, 'd')} (gc.collect() "
+        f"{_fmt(cell.collected, 'd')}, automatic {_fmt(cell.auto_collected, 'd')})"
         f"  RSS {_mib(cell.rss_before_kib)} -> {_mib(cell.rss_peak_kib)} -> "
         f"{_mib(cell.rss_gone_kib)} -> {_mib(cell.rss_collected_kib)} MiB"
         + (f"  FAILED: {cell.failure}" if cell.failure else ""),
@@ -445,8 +468,10 @@ def summarize(
                     cpu_at_rest=_median([c.cpu_at_rest for c in ok]),
                     last_finally_s=_median([c.last_finally_s for c in ok]),
                     sockets_closed_s=_median([c.sockets_closed_s for c in ok]),
-                    collected=_median([c.collected for c in ok]),
-                    collected_minus_baseline=_minus_baseline(mine, app, "collected"),
+                    for_collector_per_conn=_median([c.for_collector_per_conn for c in ok]),
+                    for_collector_minus_baseline=_minus_baseline(
+                        mine, app, "for_collector_per_conn"
+                    ),
                     valid_rounds=len(ok),
                     failures=[
                         f"round {c.round + 1}: {c.failure}"
@@ -469,16 +494,16 @@ def render_markdown(
         "(no compression)",
         "",
         "| worker | app | KiB/conn | over raw | CPU at rest | last `finally` after kill "
-        "| sockets closed after kill | objects left for the collector (over raw) |",
+        "| sockets closed after kill | objects left for the collector per conn (over raw) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for worker, summary in summaries.items():
         for s in summary:
             cpu = _percent(s.cpu_at_rest)
             over = "—" if s.app == BASELINE else _fmt(s.minus_baseline, "+.1f")
-            left = _fmt(s.collected, ".0f")
-            if s.app != BASELINE and s.collected_minus_baseline is not None:
-                left += f" ({s.collected_minus_baseline:+.0f})"
+            left = _fmt(s.for_collector_per_conn)
+            if s.app != BASELINE and s.for_collector_minus_baseline is not None:
+                left += f" ({s.for_collector_minus_baseline:+.1f})"
             lines.append(
                 f"| hypercorn {worker} | {s.app} | {_fmt(s.kib_per_conn)} | {over} | {cpu} "
                 f"| {_fmt(s.last_finally_s, '.2f')} s | {_fmt(s.sockets_closed_s, '.2f')} s "
@@ -487,15 +512,17 @@ def render_markdown(
     lines += [
         "",
         "| worker | round | app | ready | opened in | RSS before → held → gone → collected (MiB) "
-        "| objects tracked | clients' CPU | other CPU |",
-        "|---|---:|---|---:|---:|---|---:|---:|---:|",
+        "| objects tracked | gc.collect() | automatic (full) | clients' CPU | other CPU |",
+        "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         clients, other = _percent(c.clients_cpu_at_rest), _percent(c.other_cpu_fraction)
         lines.append(
             f"| {c.worker} | {c.round + 1} | {c.app} | {c.ready:,} | {_fmt(c.open_s)} s "
             f"| {_mib(c.rss_before_kib)} → {_mib(c.rss_after_kib)} → {_mib(c.rss_gone_kib)} → "
-            f"{_mib(c.rss_collected_kib)} | {_fmt(c.objects, ',')} | {clients} | {other} |"
+            f"{_mib(c.rss_collected_kib)} | {_fmt(c.objects, ',')} | {_fmt(c.collected, ',')} "
+            f"| {_fmt(c.auto_collected, ',')} ({_fmt(c.auto_full_collections, 'd')}) "
+            f"| {clients} | {other} |"
         )
     return "\n".join(lines) + "\n"
 

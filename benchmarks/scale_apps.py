@@ -24,9 +24,11 @@ The count is served over HTTP by the same app, on the same port: ``GET /stats`` 
 JSON with ``live`` (handlers running), ``started``, ``ended``, ``last_finally`` (the
 ``time.monotonic()`` of the last handler's ``finally``: the same clock in every process of
 the machine, so the benchmark subtracts its own reading of the moment it killed the
-clients) and ``gc_count``; ``GET /stats?collect=1`` adds ``objects`` (``len(gc.get_objects())``
-before collecting), ``collected`` (what ``gc.collect()`` returned: the objects that only
-the collector would have freed), ``objects_after`` and ``garbage``. Nothing is done per
+clients), ``gc_count`` and ``gc_stats`` (``gc.get_stats()``: what the automatic collections
+of each generation have freed so far); ``GET /stats?collect=1`` adds ``objects``
+(``len(gc.get_objects())`` before collecting), ``collected`` (what ``gc.collect()``
+returned: the objects that only the collector would have freed), ``objects_after`` and
+``garbage``. Nothing is done per
 connection to serve it; it is computed when asked.
 """
 
@@ -80,6 +82,7 @@ class _Handlers:
             "ended": self.ended,
             "last_finally": self.last_finally,
             "gc_count": gc.get_count(),
+            "gc_stats": gc.get_stats(),
         }
         if collect:
             stats["objects"] = len(gc.get_objects())
