@@ -70,6 +70,7 @@ SOURCE_PREFIX = "127.0.0."
 FIRST_SOURCE = 2
 """The clients connect from 127.0.0.2, 127.0.0.3, ...: about 28k ephemeral ports each."""
 POLL_INTERVAL = 0.2
+STATS_ATTEMPTS = 5
 
 
 @dataclass
@@ -263,6 +264,27 @@ def _read_opened(processes: Sequence[subprocess.Popen[str]], timeout: float) -> 
     return [opened[index] for index in range(len(processes))]
 
 
+def _stats(port: int, collect: bool = False) -> dict[str, Any]:
+    """`read_stats`, asked again (up to `STATS_ATTEMPTS` times) when the request fails.
+
+    hypercorn's trio worker, busy ending 19,000 connections, closed the request's
+    connection without an answer (``RemoteDisconnected``: its keep-alive timeout, 5 s,
+    ran out before it read the request); each failure is printed.
+
+    Raises:
+        OSError: The last attempt failed too.
+    """
+    for attempt in range(1, STATS_ATTEMPTS + 1):
+        try:
+            return read_stats(port, collect)
+        except OSError as exc:
+            print(f"  note: GET /stats failed ({type(exc).__name__}: {exc})", flush=True)
+            if attempt == STATS_ATTEMPTS:
+                raise
+            time.sleep(POLL_INTERVAL)
+    raise AssertionError("unreachable")
+
+
 def _wait_for(condition: Callable[[], bool], deadline: float) -> bool:
     """Poll `condition()` until it is true or the deadline passes; say whether it became
     true."""
@@ -286,8 +308,8 @@ def _warm_up(cell: ScaleMeasurement, server: Server, args: argparse.Namespace) -
     )
     if warm["ready"] != 1:
         raise RuntimeError(f"the warm-up connection failed: {warm['first_error']}")
-    _wait_for(lambda: read_stats(server.port)["live"] == 0, time.monotonic() + 10)
-    read_stats(server.port, collect=True)  # what the imports and the warm-up left, not counted
+    _wait_for(lambda: _stats(server.port)["live"] == 0, time.monotonic() + 10)
+    _stats(server.port, collect=True)  # what the imports and the warm-up left, not counted
     time.sleep(args.settle)
     cell.rss_before_kib = _vmrss(pid)
     return open_files(pid)
@@ -321,7 +343,7 @@ def _hold(
     if clients_start is not None and clients_end is not None:
         cell.clients_cpu_at_rest = use.share(clients_end - clients_start)
     cell.rss_peak_kib = _vmrss(pid)
-    held = read_stats(server.port)
+    held = _stats(server.port)
     cell.dropped = cell.ready - held["live"]
     cell.gc_at_kill = held["gc_stats"]
 
@@ -349,11 +371,16 @@ def _end(
     latest: dict[str, Any] = {}
 
     def handlers_gone() -> bool:
-        latest.update(read_stats(port))
+        try:
+            latest.update(read_stats(port))
+        except OSError as exc:  # busy ending the connections; the deadline bounds the wait
+            print(f"  note: GET /stats failed ({type(exc).__name__}: {exc})", flush=True)
+            return False
         return bool(latest["live"] == 0)
 
     if not _wait_for(handlers_gone, deadline):
-        cell.failure = f"{latest['live']} handlers still running {args.bound:.0f} s after the kill"
+        live = latest.get("live", "?")
+        cell.failure = f"{live} handlers still running {args.bound:.0f} s after the kill"
         return
     if latest["last_finally"] is not None:
         cell.last_finally_s = round(max(0.0, latest["last_finally"] - killed), 3)
@@ -366,7 +393,7 @@ def _end(
         cell.sockets_closed_s = round(time.monotonic() - killed, 3)
     time.sleep(args.settle)
     cell.rss_gone_kib = _vmrss(pid)
-    cell.stats = read_stats(port, collect=True)
+    cell.stats = _stats(port, collect=True)
     cell.rss_collected_kib = _vmrss(pid)
     cell.objects = cell.stats["objects"]
     cell.collected = cell.stats["collected"]
