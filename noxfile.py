@@ -67,7 +67,7 @@ def bench(session: nox.Session) -> None:
     cancellation latency, then the scale run's quick form (2,000 idle connections held
     by four killed clients: memory, CPU at rest, time to the last handler's end, objects
     left for the collector; the full 19,000-connection form, ``python -m
-    benchmarks.scale``, takes about 15 minutes and is run by hand). Options after ``--``
+    benchmarks.scale``, takes about 20 minutes and is run by hand). Options after ``--``
     go to both echo runs, for example ``nox -s bench -- --quick``; of them the fan-out and
     the memory runs take ``--quick`` only (their other options differ); the scale run is
     always quick. ``nox -s bench -- --before REV`` (a git revision, for example
