@@ -65,11 +65,16 @@ def bench(session: nox.Session) -> None:
     fan-out (one publish to 1,000 WebSocket subscribers: plait's Hub against Litestar's
     channels plugin and a raw ASGI broadcaster), then the idle memory per connection
     (server RSS over 2,000 uncompressed idle connections, against raw ASGI), then the
-    cancellation latency. Options after ``--`` go to both echo runs, for example
-    ``nox -s bench -- --quick``; of them the fan-out and the memory runs take ``--quick``
-    only (their other options differ). ``nox -s bench -- --before REV`` (a git revision,
-    for example ``--before 8ac291d^``) also serves plait and its typed listener from REV in
-    both echo runs, same rounds, reported as ``plait@<hash>`` with its own ratio to raw.
+    cancellation latency, then the scale run's quick form (2,000 idle connections held
+    by four killed clients: memory, CPU at rest, time to the last handler's end, objects
+    left for the collector; the full 19,000-connection form, ``python -m
+    benchmarks.scale``, takes about 20 minutes and is run by hand), then the instructions
+    per message under callgrind (``benchmarks.instructions``, when valgrind is there). Options after ``--``
+    go to both echo runs, for example ``nox -s bench -- --quick``; of them the fan-out and
+    the memory runs take ``--quick`` only (their other options differ); the scale run is
+    always quick. ``nox -s bench -- --before REV`` (a git revision, for example
+    ``--before 8ac291d^``) also serves plait and its typed listener from REV in both echo
+    runs, same rounds, reported as ``plait@<hash>`` with its own ratio to raw.
     """
     session.install("-e", ".[bench]", "websockets>=13")
     session.run("python", "-m", "benchmarks.echo", *session.posargs)
@@ -78,6 +83,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.fanout", *quick)
     session.run("python", "-m", "benchmarks.memory", *quick)
     session.run("python", "-m", "benchmarks.cancel_latency")
+    session.run("python", "-m", "benchmarks.scale", "--quick")
     if shutil.which("valgrind") is None:
         session.warn("valgrind is not installed: no instruction counts (apt-get install valgrind)")
     else:

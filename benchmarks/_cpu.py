@@ -13,7 +13,7 @@ from dataclasses import dataclass
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _process_cpu_seconds(pid: int | None) -> float | None:
+def process_cpu_seconds(pid: int | None) -> float | None:
     """User plus system CPU time of another process; None if unknown."""
     if pid is None:
         return None
@@ -54,7 +54,7 @@ class Clocks:
         return cls(
             wall=time.perf_counter(),
             client=time.process_time(),
-            server=_process_cpu_seconds(server_pid),
+            server=process_cpu_seconds(server_pid),
             machine=_machine_busy_seconds(),
         )
 

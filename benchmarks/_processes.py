@@ -93,7 +93,11 @@ def _last_line(path: Path) -> str:
 
 @contextlib.contextmanager
 def run_server(
-    worker: str, app: str, module: str = "benchmarks.apps", env: Mapping[str, str] | None = None
+    worker: str,
+    app: str,
+    module: str = "benchmarks.apps",
+    env: Mapping[str, str] | None = None,
+    backlog: int = 2048,
 ) -> Iterator[Server]:
     """Run ``hypercorn MODULE:APP`` on the server core for the duration of the block.
 
@@ -103,6 +107,8 @@ def run_server(
         module: The module hypercorn imports the app from (`benchmarks.apps` by default).
         env: Variables set in the server's environment besides this process's and the
             malloc settings, for example a ``PYTHONPATH`` to an earlier plait.
+        backlog: hypercorn's ``--backlog``: the handshakes the kernel queues before
+            hypercorn accepts them (raise it when opening thousands of connections).
 
     Yields:
         The server, already listening. Its `Server.log` is filled in after the block.
@@ -121,7 +127,7 @@ def run_server(
         "-k",
         worker,
         "--backlog",
-        "2048",
+        str(backlog),
         "-b",
         f"{HOST}:{port}",
         f"{module}:{app}",

@@ -56,12 +56,14 @@ def serve_once(
     module: str,
     measure: Callable[[MeasurementT, Server], object],
     progress: Callable[[MeasurementT], None],
+    backlog: int = 2048,
 ) -> MeasurementT:
     """Start one server for the cell's worker and app, measure it once, and report: a
-    server that does not start is the cell's failure, not the run's."""
+    server that does not start is the cell's failure, not the run's. `backlog` is
+    hypercorn's ``--backlog``."""
     server: Server | None = None
     try:
-        with run_server(cell.worker, cell.app, module) as server:
+        with run_server(cell.worker, cell.app, module, backlog=backlog) as server:
             measure(cell, server)
     except RuntimeError as exc:
         if cell.client is None and cell.failure is None:

@@ -11,7 +11,6 @@ text. ``raw_json`` is their baseline: the same msgspec work on bare ASGI message
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -25,13 +24,13 @@ from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect as StarletteDisconnect
 
 import plait as _plait
+from benchmarks._asgi import ASGIApp as ASGIApp
+from benchmarks._asgi import Message as Message
+from benchmarks._asgi import Receive as Receive
+from benchmarks._asgi import Scope as Scope
+from benchmarks._asgi import Send as Send
+from benchmarks._asgi import serve_lifespan as serve_lifespan
 from plait._channel import Channel
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 NAMES = ("raw", "plait", "floor", "starlette", "litestar", "litestar_listener")
 """The echo apps: they send back any text, so they serve either payload."""
@@ -65,17 +64,6 @@ def unavailable_reason(name: str, payload: str = "text") -> str | None:
     if name == "plait_listener" and not hasattr(_plait, "listener"):
         return "plait.listener is not importable yet"
     return None
-
-
-async def serve_lifespan(receive: Receive, send: Send) -> None:
-    """Answer lifespan startup and shutdown so hypercorn starts without warnings."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _send_not_found(send: Send) -> None:

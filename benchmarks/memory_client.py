@@ -26,6 +26,7 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -58,7 +59,7 @@ def read_rss(pid: int) -> dict[str, int]:
     return found
 
 
-class _Tally:
+class Tally:
     """Counters shared by every connection of one run."""
 
     def __init__(self) -> None:
@@ -66,12 +67,14 @@ class _Tally:
         """Set before the client closes: from then on a close is not a drop."""
         self.dropped = 0
         self.extra_frames = 0
+        self.pongs = 0
+        """Heartbeat pings answered (by `benchmarks.scale_client`'s listener)."""
 
 
-class _IdleListener(WSListener):
+class IdleListener(WSListener):
     """One connection: ready at the server's first text frame, then idle."""
 
-    def __init__(self, tally: _Tally) -> None:
+    def __init__(self, tally: Tally) -> None:
         super().__init__()
         self._tally = tally
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -117,17 +120,30 @@ class Result:
     open_file_limit: int
 
 
-async def _open_one(url: str, tally: _Tally) -> WSTransport:
+async def open_one(
+    url: str,
+    tally: Tally,
+    listener_class: type[IdleListener] = IdleListener,
+    source: str | None = None,
+) -> WSTransport:
     """Open one connection, send its message and wait for the server's first frame.
+
+    Args:
+        url: The WebSocket URL.
+        tally: The counters the connection's listener adds to.
+        listener_class: The connection's listener (`IdleListener` or a subclass).
+        source: The local address to connect from (``127.0.0.2``...), or None for the
+            kernel's choice; each address has its own range of ephemeral ports.
 
     Raises:
         TimeoutError: Not ready within `READY_TIMEOUT` seconds.
         Exception: Whatever picows raised opening it.
     """
+    local: dict[str, Any] = {} if source is None else {"local_addr": (source, 0)}
     transport, listener = await asyncio.wait_for(
-        ws_connect(lambda: _IdleListener(tally), url), READY_TIMEOUT
+        ws_connect(lambda: listener_class(tally), url, **local), READY_TIMEOUT
     )
-    assert isinstance(listener, _IdleListener)
+    assert isinstance(listener, IdleListener)
     transport.send(WSMsgType.TEXT, HELLO)
     try:
         await asyncio.wait_for(asyncio.shield(listener.ready), READY_TIMEOUT)
@@ -137,10 +153,18 @@ async def _open_one(url: str, tally: _Tally) -> WSTransport:
     return transport
 
 
-async def _open_all(
-    url: str, count: int, batch: int, tally: _Tally
+async def open_all(
+    url: str,
+    count: int,
+    batch: int,
+    tally: Tally,
+    listener_class: type[IdleListener] = IdleListener,
+    source: str | None = None,
 ) -> tuple[list[WSTransport], int, str | None]:
-    """Open `count` connections, `batch` at a time; return them, the failures, one error."""
+    """Open `count` connections, `batch` at a time; return them, the failures, one error.
+
+    `listener_class` and `source` are as in `open_one`.
+    """
     opened: list[WSTransport] = []
     failed = 0
     first_error: str | None = None
@@ -152,7 +176,8 @@ async def _open_all(
             first_error = first_error or f"opening took over {OPEN_TIMEOUT:.0f} s"
             break
         outcomes = await asyncio.gather(
-            *(_open_one(url, tally) for _ in range(size)), return_exceptions=True
+            *(open_one(url, tally, listener_class, source) for _ in range(size)),
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, WSTransport):
@@ -163,7 +188,7 @@ async def _open_all(
     return opened, failed, first_error
 
 
-async def _close_all(transports: list[WSTransport], tally: _Tally) -> None:
+async def close_all(transports: list[WSTransport], tally: Tally) -> None:
     """Close each connection with 1000, dropping any that do not finish in time."""
     tally.closing = True
     for transport in transports:
@@ -200,9 +225,9 @@ async def run(url: str, server_pid: int, conns: int, batch: int, settle: float) 
         The measurement.
     """
     limit = raise_open_file_limit(conns + FD_HEADROOM)
-    tally = _Tally()
-    warm, warm_failed, first_error = await _open_all(url, 1, 1, tally)
-    await _close_all(warm, tally)
+    tally = Tally()
+    warm, warm_failed, first_error = await open_all(url, 1, 1, tally)
+    await close_all(warm, tally)
     tally.closing, tally.dropped = False, 0
     await asyncio.sleep(settle)
     before = _rss(server_pid)
@@ -212,13 +237,13 @@ async def run(url: str, server_pid: int, conns: int, batch: int, settle: float) 
     after: dict[str, int] = {}
     try:
         if not warm_failed:
-            transports, failed, first_error = await _open_all(url, conns, batch, tally)
+            transports, failed, first_error = await open_all(url, conns, batch, tally)
         open_s = time.perf_counter() - clock
         await asyncio.sleep(settle)
         after = _rss(server_pid)
         dropped = tally.dropped
     finally:
-        await _close_all(transports, tally)
+        await close_all(transports, tally)
     ready = len(transports)
     rss_before, rss_after = before.get("VmRSS"), after.get("VmRSS")
     per_conn = None
