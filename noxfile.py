@@ -68,10 +68,11 @@ def bench(session: nox.Session) -> None:
     cancellation latency, then the scale run's quick form (2,000 idle connections held
     by four killed clients: memory, CPU at rest, time to the last handler's end, objects
     left for the collector; the full 19,000-connection form, ``python -m
-    benchmarks.scale``, takes about 20 minutes and is run by hand), then the instructions
-    per message under callgrind (``benchmarks.instructions``, when valgrind is there). Options after ``--``
-    go to both echo runs, for example ``nox -s bench -- --quick``; of them the fan-out and
-    the memory runs take ``--quick`` only (their other options differ); the scale run is
+    benchmarks.scale``, takes about 20 minutes and is run by hand), then the
+    instructions per message under callgrind (``benchmarks.instructions``, when valgrind
+    is there). Options after ``--`` go to both echo runs, for example ``nox -s bench --
+    --quick``; of them the fan-out, the memory and the instruction runs take ``--quick``
+    only (their other options differ); the scale run is
     always quick. ``nox -s bench -- --before REV`` (a git revision, for example
     ``--before 8ac291d^``) also serves plait and its typed listener from REV in both echo
     runs, same rounds, reported as ``plait@<hash>`` with its own ratio to raw.
