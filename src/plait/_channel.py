@@ -128,6 +128,13 @@ class Channel(Generic[T]):
 
     # -- receiving ------------------------------------------------------------------
 
+    def take(self) -> T:
+        """Take the oldest item; the caller saw one there (``items`` is not empty)."""
+        item = self.items.pop(0)
+        if self._senders:
+            self._waiters.wake(self._senders.pop(0))
+        return item
+
     def receive_nowait(self) -> T:
         """Take the oldest item without waiting.
 

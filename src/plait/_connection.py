@@ -97,7 +97,7 @@ class Connection:
             final_sent=partial(self._on, Event.CLOSE_SENT),
         )
         # The hot path of data messages: straight to the outbound side.
-        self.send_data = self._outbound.send
+        self.send_data = self._outbound.send_data
         self.phase = Phase.HANDSHAKE
         self._task_group: TaskGroup | None = None
         self._handler_scope: anyio.CancelScope | None = None
@@ -129,17 +129,21 @@ class Connection:
         :data:`~plait._backend.YIELD_EVERY` of them in a row yields to the other tasks
         first, so that a loop of them cannot starve the event loop.
         """
-        outbound = self._outbound
-        if self.inbound.items:
+        outbound, inbound = self._outbound, self.inbound
+        if inbound.items:
             ticks = outbound.ticks + 1
             if ticks >= YIELD_EVERY:
                 ticks = 0
                 await outbound.checkpoint()
+            elif self.phase is not Phase.LEAVING:
+                # The hot path: a message is there, no turn is due; take it here.
+                outbound.ticks = ticks
+                return inbound.take()
             outbound.ticks = ticks
         else:
             outbound.ticks = 0  # it waits (or the connection is over)
         try:
-            message = await self.inbound.receive()
+            message = await inbound.receive()
         except EndOfStream:
             return self._take_disconnect()
         except get_cancelled_exc_class():
@@ -167,9 +171,12 @@ class Connection:
         await self._outbound.send(message)
 
     async def send_reply(self, message: Message) -> None:
-        """Send a listener's reply or a stream's item; dropped when nobody can read it."""
-        with contextlib.suppress(ClosedResourceError):
-            await self._outbound.send(message)
+        """Send a listener's reply or a stream's item (a ``websocket.send``); dropped when
+        nobody can read it."""
+        try:  # noqa: SIM105 - contextlib.suppress() would be an object per reply
+            await self._outbound.send_data(message)
+        except ClosedResourceError:
+            pass
 
     def departure(self) -> tuple[int, str] | None:
         """The peer's close while the handler still takes what it sent before leaving."""

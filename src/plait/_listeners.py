@@ -296,9 +296,29 @@ async def _listen(
             await port.send_reply(reply)  # dropped if the peer left meanwhile
 
     if spec.concurrency == 1:
-        while (data := await _next_data(websocket, port, spec)) is not _GONE:
-            await handle(data)
-        return
+        # One call at a time, inline: no coroutine of plait's own per message between
+        # the engine's receive and the listener.
+        receive, send_reply, decode, encode = (
+            port.receive_data,
+            port.send_reply,
+            codec.decode,
+            codec.encode,
+        )
+        while True:
+            try:
+                message = await receive()
+            except WebSocketDisconnect:
+                return
+            try:
+                data = decode(message)
+            except MessageDecodeError as exc:
+                if spec.on_invalid == "close":
+                    raise  # 1007: see _next_data
+                await _invalid(websocket, spec.on_invalid, exc)
+                continue
+            reply = encode(await call(data))
+            if reply is not None:
+                await send_reply(reply)  # dropped if the peer left meanwhile
     async with anyio.create_task_group() as task_group:
         # A semaphore, not a CapacityLimiter: the receiving task takes every slot and the
         # handling tasks give them back (a limiter's tokens belong to their borrower).

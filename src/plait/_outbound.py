@@ -170,6 +170,29 @@ class Outbound:
 
     # -- senders -----------------------------------------------------------------------
 
+    async def send_data(self, message: Message) -> None:
+        """:meth:`send` for a data message (``websocket.send``): the path of every
+        message, which never is the final one.
+
+        Raises:
+            ClosedResourceError: The outbound is closed (the connection is over, or the
+                peer left); the message was not sent.
+        """
+        ticks = self.ticks + 1
+        if ticks >= YIELD_EVERY:
+            ticks = 0
+            await self.checkpoint()
+        self.ticks = ticks
+        queue = self._queue
+        if queue.closed:
+            await self.checkpoint()  # a loop that swallows this still lets others in
+            raise ClosedResourceError
+        if not self._baton or self._busy or queue.items:
+            await queue.send(message)
+            self._kick()
+            return
+        await self._call(message, final=False)
+
     async def send(self, message: Message) -> None:
         """Send ``message`` now if the outbound is idle, else queue it (waiting for room).
 
@@ -197,8 +220,11 @@ class Outbound:
                 await queue.send(message)
             self._kick()
             return
-        # The baton: nothing queued, nothing in flight; make the call here.
-        final = _is_final(message)
+        await self._call(message, final=_is_final(message))
+
+    async def _call(self, message: Message, *, final: bool) -> None:
+        """The baton: nothing queued, nothing in flight; make the call here."""
+        queue = self._queue
         if final:
             queue.close()
         self._busy = True
@@ -286,7 +312,7 @@ class Outbound:
             self._failed(exc)
             raise ClosedResourceError from None
         self.sent += 1
-        if _is_final(message):
+        if message["type"] != "websocket.send" and _is_final(message):
             self._final_sent()
 
     # -- the writer ----------------------------------------------------------------------

@@ -333,7 +333,15 @@ class WebSocket(Mapping[str, Any]):
                 the connection is over.
             WebSocketStateError: Called before ``accept()``.
         """
-        await self._send_data({"type": "websocket.send", "text": data})
+        state = self._state
+        if state.application is _CONNECTED and state.peer is _CONNECTED:
+            # _send_data's hot path, inline: the loop most handlers run.
+            try:
+                await self._engine.send_data({"type": "websocket.send", "text": data})
+            except ClosedResourceError:
+                raise self._refused("websocket.send") from None
+            return
+        await self.send({"type": "websocket.send", "text": data})  # explains the state
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message.
@@ -536,28 +544,26 @@ class RoutePort:
         websocket: The WebSocket of the connection the route serves.
     """
 
-    __slots__ = ("_websocket",)
+    __slots__ = ("_websocket", "receive_data", "send_reply")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
-
-    def claim_reading(self, why: str) -> None:
-        """The route reads every incoming message itself: a handler's own read is
-        refused with ``why`` (the two readers would each miss messages)."""
-        self._websocket._reader = why
-
-    async def receive_data(self) -> Message:
+        # The calls of every message, bound here: no coroutine of the port's own between
+        # the listener and the engine.
+        self.receive_data: Callable[[], Awaitable[Message]] = websocket._receive_data
         """The next ``websocket.receive`` message.
 
         Raises:
             WebSocketDisconnect: The peer left, once what it sent before is taken.
         """
-        return await self._websocket._receive_data()
+        self.send_reply: Callable[[Message], Awaitable[None]] = websocket._engine.send_reply
+        """Send a listener's reply or a stream's item (a ``websocket.send``); dropped
+        when nobody can read it (the peer left, or the connection closed)."""
 
-    async def send_reply(self, message: Message) -> None:
-        """Send a listener's reply or a stream's item; dropped when nobody can read it
-        (the peer left, or the connection closed)."""
-        await self._websocket._engine.send_reply(message)
+    def claim_reading(self, why: str) -> None:
+        """The route reads every incoming message itself: a handler's own read is
+        refused with ``why`` (the two readers would each miss messages)."""
+        self._websocket._reader = why
 
     def hold(self) -> None:
         """A taken message is still being worked on: a peer that leaves meanwhile
