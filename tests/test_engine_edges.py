@@ -966,3 +966,91 @@ async def test_a_close_in_finally_that_cannot_be_sent_keeps_the_handlers_error(
     assert [repr(r.exc_info[1]) for r in errors(caplog) if r.exc_info] == [
         'ValueError("the handler\'s bug")'
     ]
+
+
+# -- the heartbeat's ping never holds the watchdog ------------------------------------------
+
+
+async def test_a_ping_stuck_in_the_servers_send_still_lets_the_heartbeat_time_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The ping's send never returns (a client that stopped reading): it goes on in a task
+    # of its own, and the watchdog still closes for the missing answer.
+    caplog.set_level(logging.INFO, logger="plait")
+    server = FakeServer()
+    ended = anyio.Event()
+
+    async def send(message: Message) -> None:
+        if message.get("text") == "ping":
+            await anyio.sleep_forever()
+        await server.send(message)
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            async for _ in ws.iter_text():
+                pass
+        finally:
+            ended.set()
+
+    await server.serve(handler, send=send, heartbeat=Heartbeat(0.05, 0.05), drain_timeout=0.2)
+    assert ended.is_set()
+    assert any("no answer to the heartbeat" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_ping_whose_send_fails_ends_the_connection_as_a_peer_gone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = FakeServer()
+
+    async def send(message: Message) -> None:
+        if message.get("text") == "ping":
+            raise OSError("connection reset by peer")
+        await server.send(message)
+
+    codes: list[int] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.receive_text()
+        except WebSocketDisconnect as left:
+            codes.append(left.code)
+
+    await server.serve(handler, send=send, heartbeat=Heartbeat(0.05, 1), drain_timeout=0.2)
+    assert codes == [1006]
+    assert not errors(caplog)
+
+
+async def test_a_ping_queued_behind_a_full_outbound_waits_for_room() -> None:
+    # Every data send blocks until released, so the outbound fills up; the ping then
+    # waits for room in a task of its own, and reaches the client once it reads again.
+    server = FakeServer()
+    release = anyio.Event()
+    pinged = anyio.Event()
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            await release.wait()
+            if message["text"] == "ping":
+                pinged.set()
+        await server.send(message)
+
+    async def release_later() -> None:
+        await anyio.sleep(0.3)  # a ping is due meanwhile, with no room for it
+        release.set()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        ws.task_group.start_soon(release_later)
+        for n in range(6):  # what the outbound holds, and one in flight
+            await ws.send_text(str(n))
+        with anyio.fail_after(1):
+            await pinged.wait()
+        await ws.close()
+
+    await server.serve(
+        handler, send=send, heartbeat=Heartbeat(0.1, 1), outbound_capacity=4, drain_timeout=1
+    )
+    assert "ping" in server.texts

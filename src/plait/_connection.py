@@ -170,6 +170,10 @@ class Connection:
             self._on(Event.ACCEPTED)
         await self._outbound.send(message)
 
+    def send_soon(self, message: Message) -> Callable[[], Coroutine[Any, Any, None]] | None:
+        """See :meth:`plait._outbound.Outbound.send_soon` (the heartbeat's ping)."""
+        return self._outbound.send_soon(message)
+
     async def send_reply(self, message: Message) -> None:
         """Send a listener's reply or a stream's item (a ``websocket.send``); dropped when
         nobody can read it."""
@@ -287,6 +291,9 @@ class Connection:
                             final,
                             self.options.drain_timeout,
                         )
+                    # What did not leave within the drain never will: a send still in
+                    # flight (a baton holder's, shielded) is cut with the rest.
+                    self._outbound.abort()
                     task_group.cancel_scope.cancel()
                 finally:
                     closer.reset(token)

@@ -31,7 +31,9 @@ only (see :func:`baton_allowed`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Coroutine, Generator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -257,6 +259,65 @@ class Outbound:
         self.sent += 1
         if final:
             self._final_sent()
+
+    def send_soon(self, message: Message) -> Callable[[], Coroutine[Any, Any, None]] | None:
+        """Send a data message without waiting, where that can be done (the heartbeat's
+        ping, which must not cost a task per ping).
+
+        Queued behind what is queued, or, on an idle outbound with the baton, the
+        server's ``send`` called here by hand: one that completes without suspending is
+        done. Returns None when it is sent or queued (or dropped: the outbound is
+        closed), else what must still run in a task of its own: the rest of a ``send``
+        that suspended, or a send that waits for room.
+        """
+        queue = self._queue
+        if queue.closed:
+            return None
+        if not self._baton or self._busy or queue.items:
+            if len(queue.items) >= queue.capacity:
+                return partial(self._send_quietly, message)
+            queue.send_nowait(message)
+            self._kick()
+            return None
+        self._busy = True
+        try:
+            steps = self._asgi_send(message).__await__()
+            first = steps.send(None)
+        except StopIteration:
+            self._busy = False
+            self.sent += 1
+            if queue.items:
+                self._kick()
+            return None
+        except Exception as exc:
+            self._busy = False
+            self._failed(exc)
+            self._kick()
+            return None
+        return partial(self._finish, steps, first)
+
+    async def _send_quietly(self, message: Message) -> None:
+        with contextlib.suppress(ClosedResourceError, get_cancelled_exc_class()):
+            await self.send_data(message)
+
+    async def _finish(self, steps: Generator[Any, Any, Any], first: Any) -> None:
+        """The rest of a :meth:`send_soon` call that suspended, in a task of its own,
+        holding the baton until it returns."""
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                self._scope = scope
+                await _Resume(steps, first)
+            if not scope.cancelled_caught:
+                self.sent += 1
+        except Exception as exc:
+            self._failed(exc)
+        except get_cancelled_exc_class():
+            pass  # the connection ended: return (the rule of plait._backend)
+        finally:
+            self._scope = None
+            self._busy = False
+            if self._queue.items or self._queue.closed:
+                self._kick()
 
     def finish(self, message: Message) -> None:
         """Queue a final message past the capacity and close the queue behind it.

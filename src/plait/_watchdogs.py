@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import anyio
-from anyio import ClosedResourceError, get_cancelled_exc_class
+from anyio import get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._options import ConnectionOptions
@@ -56,8 +57,9 @@ class Watched(Protocol):
         """End the connection with 1008, dropping what is queued."""
         ...
 
-    async def send(self, message: Message) -> None:
-        """Send as any other sender does."""
+    def send_soon(self, message: Message) -> Callable[[], Coroutine[Any, Any, None]] | None:
+        """Send a data message without waiting where that can be done; else return
+        what must still run in a task (see :meth:`plait._outbound.Outbound.send_soon`)."""
         ...
 
 
@@ -85,9 +87,9 @@ async def _watch(connection: Watched, options: ConnectionOptions, task_group: Ta
       checked four times per limit;
     - **heartbeat**: every interval, ping; close with 1001 when nothing arrived in the
       timeout after it. The next ping is due an interval after the last, and never
-      before its answer was checked. The ping is sent from a task of its own: a send to
-      a client that stopped reading may never return, and the timeout must still be
-      checked;
+      before its answer was checked. The ping never holds this task: it is queued, or
+      sent at once, and only what would wait (a send to a client that stopped reading
+      may never return) goes on in a task of its own, so the timeout is still checked;
     - **slow client** (``send_timeout``): end with 1008 once one send has been in flight
       for the limit; a watchdog rather than a deadline around the call, since a server
       may shield its socket writes (hypercorn's trio worker does) and then only another
@@ -125,7 +127,9 @@ async def _watch(connection: Watched, options: ConnectionOptions, task_group: Ta
         if now >= next_ping and answer_due == math.inf:
             assert heartbeat is not None
             seen_at_ping = connection.received
-            task_group.start_soon(_ping, connection, dict(ping))
+            rest = connection.send_soon(dict(ping))
+            if rest is not None:
+                task_group.start_soon(rest)
             next_ping = now + heartbeat.interval  # a cadence from the ping
             answer_due = now + heartbeat.timeout
         if now >= next_send_check:
@@ -138,8 +142,3 @@ async def _watch(connection: Watched, options: ConnectionOptions, task_group: Ta
             elif now - stuck_since >= send_limit:
                 connection.client_too_slow()
                 return
-
-
-async def _ping(connection: Watched, ping: Message) -> None:
-    with contextlib.suppress(ClosedResourceError, get_cancelled_exc_class()):
-        await connection.send(ping)
