@@ -1054,3 +1054,35 @@ async def test_a_ping_queued_behind_a_full_outbound_waits_for_room() -> None:
         handler, send=send, heartbeat=Heartbeat(0.1, 1), outbound_capacity=4, drain_timeout=1
     )
     assert "ping" in server.texts
+
+
+async def test_a_heartbeat_whose_timeout_outlasts_its_interval_pings_once_per_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The next ping waits for the last one's answer to be checked: the watchdog's timer
+    # is set for that check, never for a ping time already past (a busy loop).
+    from plait import _watchdogs
+
+    timers: list[float] = []
+    real_call_at = _watchdogs.call_at
+
+    def counted(when: float, callback: Callable[[], object]) -> Any:
+        timers.append(when)
+        return real_call_at(when, callback)
+
+    monkeypatch.setattr(_watchdogs, "call_at", counted)
+    server = FakeServer()
+
+    async def send(message: Message) -> None:
+        await server.send(message)
+        if message.get("text") == "ping":
+            server.deliver(text("pong"))
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await anyio.sleep(0.5)
+        await ws.close()
+
+    await server.serve(handler, send=send, heartbeat=Heartbeat(0.01, 0.2))
+    assert 2 <= server.texts.count("ping") <= 3  # at 0.01, 0.21 and 0.41
+    assert len(timers) <= 8

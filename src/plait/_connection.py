@@ -37,7 +37,7 @@ from ._outbound import Outbound, baton_allowed
 from ._reader import read
 from ._state import ConnectionState, WebSocketState
 from ._types import Message, Receive, Scope, Send
-from ._watchdogs import start_watchdogs
+from ._watchdogs import Watchdog, start_watchdogs
 from ._websocket import WebSocket, check_scope, run_by
 
 __all__ = ("Connection", "ConnectionOptions", "ConnectionStatistics", "Handler", "Heartbeat")
@@ -72,6 +72,7 @@ class Connection:
         "_state",
         "_task_group",
         "_timer",
+        "_watchdog",
         "dropped",
         "inbound",
         "limited",
@@ -103,6 +104,7 @@ class Connection:
         self._handler_scope: anyio.CancelScope | None = None
         self._timer: anyio.CancelScope | None = None
         self._children: Children | None = None
+        self._watchdog: Watchdog | None = None
         self.received = self.dropped = self.limited = 0
         # While the peer's leaving: work on taken messages not done yet (a listener's
         # concurrent calls), and whether the handler asked past the last message.
@@ -297,6 +299,7 @@ class Connection:
                     task_group.cancel_scope.cancel()
                 finally:
                     closer.reset(token)
+                    self._stop_watchdog()  # nothing may start a task past this point
         except get_cancelled_exc_class():
             # Cancelled from outside (the server is shutting down): say so to the peer.
             self._on(Event.CANCELLED, 1001, "server shutting down")
@@ -348,9 +351,16 @@ class Connection:
             self._on(Event.CLOSE_SENT)
 
     def _let_go(self) -> None:
-        """The task group is over: drop the outbound's calls back into the connection,
-        the one reference cycle a connection has, so that reference counting frees it."""
+        """The task group is over: stop the watchdog's timer, and drop the outbound's
+        and the watchdog's calls back into the connection (the reference cycles a
+        connection has while it runs), so that reference counting frees it."""
         self._outbound.detach()
+        self._stop_watchdog()
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
 
     def _start(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
         assert self._task_group is not None
@@ -468,4 +478,4 @@ class Connection:
                 elif state.closed_by == "application" and state.close_code is not None:
                     self._goodbye = (state.close_code, state.close_reason)
             else:  # Action.START_WATCHDOGS
-                start_watchdogs(self._task_group, self, self.options)
+                self._watchdog = start_watchdogs(self._task_group, self, self.options)

@@ -1,27 +1,27 @@
 """Watchdogs of one connection: a peer that went quiet, and a client that stopped reading.
 
-One task in the connection's task group watches for all of them, started at ``accept()``
-and only when an option asks for one: it sleeps until the next check any of them is due,
-so an idle connection holds one task however many are set. Each ends the connection
-through the engine's ``abort`` (or ``client_too_slow``).
+One :class:`Watchdog` per connection watches for all of them, started at ``accept()`` and
+only when an option asks for one. It is no task: a timer (:mod:`plait._timers`) calls it
+when the next check of any of them is due, so an idle connection holds a timer, and a
+check costs no task's wake-up. Each ends the connection through the engine's ``abort``
+(or ``client_too_slow``); the connection stops its watchdog when it ends.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import anyio
-from anyio import get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
 from ._options import ConnectionOptions
+from ._timers import Timer, call_at
 from ._types import Message
 
-__all__ = ("start_watchdogs", "watch")
+__all__ = ("Watchdog", "start_watchdogs")
 
 logger = logging.getLogger("plait._connection")
 
@@ -63,82 +63,134 @@ class Watched(Protocol):
         ...
 
 
-def start_watchdogs(task_group: TaskGroup, connection: Watched, options: ConnectionOptions) -> None:
-    """Start the watchdogs ``options`` ask for (at ``accept()``): one task for all."""
-    if (
-        options.idle_timeout is not None
-        or options.heartbeat is not None
-        or options.send_timeout is not None
-    ):
-        task_group.start_soon(watch, connection, options, task_group)
+def start_watchdogs(
+    task_group: TaskGroup, connection: Watched, options: ConnectionOptions
+) -> Watchdog | None:
+    """Start the watchdogs ``options`` ask for (at ``accept()``); None if none is."""
+    if options.idle_timeout is None and options.heartbeat is None and options.send_timeout is None:
+        return None
+    watchdog = Watchdog(connection, options, task_group)
+    watchdog.start()
+    return watchdog
 
 
-async def watch(connection: Watched, options: ConnectionOptions, task_group: TaskGroup) -> None:
-    """Run every watchdog ``options`` set until one ends the connection; return quietly
-    when the connection's task group is cancelled (the rule of :mod:`plait._backend`)."""
-    with contextlib.suppress(get_cancelled_exc_class()):
-        await _watch(connection, options, task_group)
-
-
-async def _watch(connection: Watched, options: ConnectionOptions, task_group: TaskGroup) -> None:
-    """The watchdogs:
+class Watchdog:
+    """The watchdogs of one connection, checked by a timer:
 
     - **idle** (``idle_timeout``): close with 1001 once nothing arrived for the limit;
       checked four times per limit;
     - **heartbeat**: every interval, ping; close with 1001 when nothing arrived in the
       timeout after it. The next ping is due an interval after the last, and never
-      before its answer was checked. The ping never holds this task: it is queued, or
-      sent at once, and only what would wait (a send to a client that stopped reading
-      may never return) goes on in a task of its own, so the timeout is still checked;
+      before its answer was checked. The ping is queued, or sent at once; only a send
+      that would wait (to a client that stopped reading it may never return) goes on in
+      a task of its own, so the timeout is still checked;
     - **slow client** (``send_timeout``): end with 1008 once one send has been in flight
       for the limit; a watchdog rather than a deadline around the call, since a server
-      may shield its socket writes (hypercorn's trio worker does) and then only another
-      task can act on time. Checked four times per limit, so it fires within 1.25 limits.
+      may shield its socket writes (hypercorn's trio worker does) and then only a check
+      from outside can act on time. Checked four times per limit, so it fires within
+      1.25 limits.
+
+    Args:
+        connection: What it watches.
+        options: Which watchdogs, and their limits.
+        task_group: The connection's task group, for a ping's send that must wait.
     """
-    now = anyio.current_time()
-    idle, heartbeat, send_limit = options.idle_timeout, options.heartbeat, options.send_timeout
-    seen, quiet_since = connection.received, now
-    next_idle = math.inf if idle is None else now + idle / 4
-    next_ping = math.inf if heartbeat is None else now + heartbeat.interval
-    answer_due = math.inf
-    seen_at_ping = 0
-    ping: Message = {"type": "websocket.send", "text": "" if heartbeat is None else heartbeat.ping}
-    next_send_check = math.inf if send_limit is None else now + send_limit / 4
-    stuck_since: float | None = None
-    sent_seen = -1
-    while True:
-        await anyio.sleep(max(0.0, min(next_idle, next_ping, answer_due, next_send_check) - now))
+
+    __slots__ = (
+        "_answer_due",
+        "_connection",
+        "_next_idle",
+        "_next_ping",
+        "_next_send_check",
+        "_options",
+        "_quiet_since",
+        "_seen",
+        "_seen_at_ping",
+        "_sent_seen",
+        "_stuck_since",
+        "_task_group",
+        "_timer",
+    )
+
+    def __init__(
+        self, connection: Watched, options: ConnectionOptions, task_group: TaskGroup
+    ) -> None:
+        self._connection = connection
+        self._options = options
+        self._task_group = task_group
+        self._timer: Timer | None = None
         now = anyio.current_time()
-        if now >= next_idle:
+        idle, heartbeat, send_limit = options.idle_timeout, options.heartbeat, options.send_timeout
+        self._seen, self._quiet_since = connection.received, now
+        self._next_idle = math.inf if idle is None else now + idle / 4
+        self._next_ping = math.inf if heartbeat is None else now + heartbeat.interval
+        self._answer_due = math.inf
+        self._seen_at_ping = 0
+        self._next_send_check = math.inf if send_limit is None else now + send_limit / 4
+        self._stuck_since: float | None = None
+        self._sent_seen = -1
+
+    def start(self) -> None:
+        """Schedule the first check."""
+        self._schedule()
+
+    def stop(self) -> None:
+        """No more checks: the connection is over (or a watchdog ended it)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _schedule(self) -> None:
+        # While a ping's answer is due, the next ping waits for its check.
+        ping = self._next_ping if self._answer_due == math.inf else self._answer_due
+        self._timer = call_at(min(self._next_idle, ping, self._next_send_check), self._check)
+
+    def _check(self) -> None:
+        """The timer's callback: every check that is due, then the next timer."""
+        if self._timer is None:
+            return  # stopped meanwhile
+        if self._due(anyio.current_time()):
+            self._schedule()
+        else:
+            self._timer = None
+
+    def _due(self, now: float) -> bool:
+        """Run the checks due at ``now``; False once one of them ended the connection."""
+        connection, options = self._connection, self._options
+        if now >= self._next_idle:
+            idle = options.idle_timeout
             assert idle is not None
-            next_idle = now + idle / 4
-            if connection.received != seen:
-                seen, quiet_since = connection.received, now
-            elif now - quiet_since >= idle:
+            self._next_idle = now + idle / 4
+            if connection.received != self._seen:
+                self._seen, self._quiet_since = connection.received, now
+            elif now - self._quiet_since >= idle:
                 logger.info("closing %s with 1001: idle for %s s", connection.path, idle)
                 connection.abort(1001, "idle timeout")
-                return
-        if now >= answer_due:
-            answer_due = math.inf
-            if connection.received == seen_at_ping:
+                return False
+        if now >= self._answer_due:
+            self._answer_due = math.inf
+            if connection.received == self._seen_at_ping:
                 logger.info("closing %s with 1001: no answer to the heartbeat", connection.path)
                 connection.abort(1001, "heartbeat timeout")
-                return
-        if now >= next_ping and answer_due == math.inf:
+                return False
+        if now >= self._next_ping and self._answer_due == math.inf:
+            heartbeat = options.heartbeat
             assert heartbeat is not None
-            seen_at_ping = connection.received
-            rest = connection.send_soon(dict(ping))
+            self._seen_at_ping = connection.received
+            rest = connection.send_soon({"type": "websocket.send", "text": heartbeat.ping})
             if rest is not None:
-                task_group.start_soon(rest)
-            next_ping = now + heartbeat.interval  # a cadence from the ping
-            answer_due = now + heartbeat.timeout
-        if now >= next_send_check:
+                self._task_group.start_soon(rest)
+            self._next_ping = now + heartbeat.interval  # a cadence from the ping
+            self._answer_due = now + heartbeat.timeout
+        if now >= self._next_send_check:
+            send_limit = options.send_timeout
             assert send_limit is not None
-            next_send_check = now + send_limit / 4
+            self._next_send_check = now + send_limit / 4
             if not connection.sending:
-                stuck_since = None
-            elif connection.sent != sent_seen or stuck_since is None:
-                sent_seen, stuck_since = connection.sent, now
-            elif now - stuck_since >= send_limit:
+                self._stuck_since = None
+            elif connection.sent != self._sent_seen or self._stuck_since is None:
+                self._sent_seen, self._stuck_since = connection.sent, now
+            elif now - self._stuck_since >= send_limit:
                 connection.client_too_slow()
-                return
+                return False
+        return True
