@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -54,7 +55,11 @@ READY = "ready"
 STATS_PATH = "/stats"
 STATS_TIMEOUT = 30.0
 """Seconds `read_stats` waits (a server tearing down 19,000 connections is slow to answer)."""
-HEARTBEAT = _plait.Heartbeat(30, 10)
+HEARTBEAT = _plait.Heartbeat(
+    *(float(part) for part in os.environ.get("PLAIT_SCALE_HEARTBEAT", "30,10").split(","))
+)
+"""``plait_app``'s heartbeat: ``Heartbeat(30, 10)``, or the interval and timeout in
+``PLAIT_SCALE_HEARTBEAT`` (``"0.2,0.3"``; the tests use a short one)."""
 """The ``plait_app`` route's heartbeat: a ``ping`` every 30 s, 10 s to answer."""
 
 

@@ -89,3 +89,17 @@ async def test_trios_timer_task_lives_only_while_a_timer_is_pending() -> None:
         assert during == before + 1  # one system task, for every timer of the run
     else:
         assert during == before  # asyncio's loop keeps timers without a task
+
+
+def test_anyio_works_in_a_callback_on_a_loop_that_anyio_did_not_start() -> None:
+    # A server such as hypercorn runs the asyncio loop itself; a loop callback runs in no
+    # task, where sniffio cannot tell the library unless call_at tells it.
+    import asyncio
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[float] = loop.create_future()
+        call_at(loop.time() + 0.01, lambda: seen.set_result(anyio.current_time()))
+        return await seen
+
+    assert asyncio.run(main()) > 0

@@ -38,12 +38,23 @@ class Timer(Protocol):
 
 def call_at(when: float, callback: Callable[[], object]) -> Timer:
     """Call ``callback()`` once, at ``when`` on the running loop's clock
-    (:func:`anyio.current_time`), from outside any task of the caller's."""
+    (:func:`anyio.current_time`), from outside any task of the caller's. anyio works
+    in the callback as in a task (sniffio is told the library)."""
     if sniffio.current_async_library() == "trio":
         return _trio_timers().call_at(when, callback)
     import asyncio
 
-    return asyncio.get_running_loop().call_at(when, _guarded, callback)
+    return asyncio.get_running_loop().call_at(when, _asyncio_guarded, callback)
+
+
+def _asyncio_guarded(callback: Callable[[], object]) -> None:
+    # A loop callback runs in no task, where sniffio cannot tell asyncio unless told
+    # (anyio.run tells it for the whole run, a server such as hypercorn does not).
+    token = sniffio.current_async_library_cvar.set("asyncio")
+    try:
+        _guarded(callback)
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
 
 
 def _guarded(callback: Callable[[], object]) -> None:

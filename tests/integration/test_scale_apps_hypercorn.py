@@ -9,6 +9,7 @@ does), and the count must go up to five and back to zero.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from benchmarks._processes import run_server
 from benchmarks.scale_apps import NAMES, READY, read_stats
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.integration
@@ -61,3 +63,32 @@ def test_stats_count_the_handlers_up_and_back_to_zero(worker: str, app: str) -> 
         collected = read_stats(server.port, collect=True)
         assert collected["collected"] >= 0
         assert collected["objects"] >= collected["objects_after"] > 0
+
+
+@pytest.mark.parametrize("worker", ["asyncio", "trio"])
+def test_the_heartbeat_pings_and_closes_a_silent_client_under_the_hypercorn_command(
+    worker: str,
+) -> None:
+    # hypercorn's command runs the loop itself, not anyio.run: the watchdog's timers
+    # must work there too (a loop callback runs in no task, where sniffio cannot tell
+    # the library unless told).
+    env = {"PLAIT_SCALE_HEARTBEAT": "0.2,0.3"}
+    with (
+        run_server(worker, "plait_app", "benchmarks.scale_apps", env=env) as server,
+        connect(server.url, open_timeout=10, compression=None) as ws,
+    ):
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        times = []
+        for _ in range(3):  # alive: every ping answered
+            assert ws.recv(timeout=5) == "ping"
+            times.append(time.monotonic())
+            ws.send("pong")
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(0.1 < gap < 1.5 for gap in gaps), gaps
+        assert ws.recv(timeout=5) == "ping"  # and now silent
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+    assert "Traceback" not in server.log
