@@ -1086,3 +1086,28 @@ async def test_a_heartbeat_whose_timeout_outlasts_its_interval_pings_once_per_ch
     await server.serve(handler, send=send, heartbeat=Heartbeat(0.01, 0.2))
     assert 2 <= server.texts.count("ping") <= 3  # at 0.01, 0.21 and 0.41
     assert len(timers) <= 8
+
+
+async def test_a_send_stuck_after_an_idle_close_is_still_cut_by_the_send_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The idle watchdog closes first; the close cannot leave behind a send stuck in
+    # flight, and the slow-client watchdog must still cut it (found by the model, seed
+    # 2467471125: the merged watchdog stopped at the first close).
+    caplog.set_level(logging.INFO, logger="plait")
+    server = FakeServer()
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            await anyio.sleep_forever()  # a client that stopped reading
+        await server.send(message)
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        while True:
+            await ws.send_text("tick")
+
+    await server.serve(handler, send=send, idle_timeout=0.2, send_timeout=0.6, drain_timeout=5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("idle for" in m for m in messages)
+    assert any("client read nothing" in m for m in messages)

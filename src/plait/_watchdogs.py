@@ -154,8 +154,15 @@ class Watchdog:
         else:
             self._timer = None
 
+    def _closing(self) -> bool:
+        """The connection is closing (idle, or no answer): no more idle checks or pings,
+        but a send stuck in flight must still be cut, so the slow-client check goes on
+        when it is set. Whether to go on."""
+        self._next_idle = self._next_ping = self._answer_due = math.inf
+        return self._next_send_check != math.inf
+
     def _due(self, now: float) -> bool:
-        """Run the checks due at ``now``; False once one of them ended the connection."""
+        """Run the checks due at ``now``; False once nothing is left to check."""
         connection, options = self._connection, self._options
         if now >= self._next_idle:
             idle = options.idle_timeout
@@ -166,13 +173,13 @@ class Watchdog:
             elif now - self._quiet_since >= idle:
                 logger.info("closing %s with 1001: idle for %s s", connection.path, idle)
                 connection.abort(1001, "idle timeout")
-                return False
+                return self._closing()
         if now >= self._answer_due:
             self._answer_due = math.inf
             if connection.received == self._seen_at_ping:
                 logger.info("closing %s with 1001: no answer to the heartbeat", connection.path)
                 connection.abort(1001, "heartbeat timeout")
-                return False
+                return self._closing()
         if now >= self._next_ping and self._answer_due == math.inf:
             heartbeat = options.heartbeat
             assert heartbeat is not None
