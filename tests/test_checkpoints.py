@@ -256,3 +256,25 @@ async def test_a_publish_loop_and_a_subscription_backlog_are_checkpoints() -> No
                     break
             assert turns[0] > before  # the backlog did not starve the ticker
             tg.cancel_scope.cancel()
+
+
+async def test_a_burst_of_publishes_wakes_a_subscriber_once() -> None:
+    # A publish is a cancellation point at each call but yields only every YIELD_EVERY
+    # calls: a burst at hand reaches a parked subscriber as one batch. A yield per
+    # publish woke each of 1,000 subscribers once per message, which halved fan-out.
+    burst = plait_yield_every() - 1
+    seen: list[int] = []
+    async with Hub() as hub, hub.subscribe("news", buffer=100) as sub:
+
+        async def follow() -> None:
+            async for _ in sub:
+                seen.append(sub.statistics()["buffered"])  # what waited behind it
+                if len(seen) == burst:
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.wait_all_tasks_blocked()  # parked on its subscription
+            for i in range(burst):
+                await hub.publish("news", i)
+    assert seen[0] == burst - 1  # woken once, with the whole burst waiting
