@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -137,6 +138,14 @@ def write_results(document: dict[str, Any], name: str) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def save_results(name: str, meta: dict[str, Any], summary: Any, cells: Iterable[Any]) -> None:
+    """Write a run's result file (``meta``, ``summary`` and every measurement, each a
+    dataclass) as ``benchmarks/results/NAME`` and say where it is."""
+    document = {"meta": meta, "summary": summary, "measurements": [asdict(c) for c in cells]}
+    path = write_results(document, name)
+    print(f"results: {path} ({meta['elapsed_s']:.0f} s)")
 
 
 def warn(cells: Sequence[Measurement], top_conns: int) -> None:

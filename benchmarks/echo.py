@@ -26,8 +26,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
 from benchmarks import _before
 from benchmarks import apps as bench_apps
@@ -41,8 +39,8 @@ from benchmarks._runner import (
     percent,
     rotated,
     run_meta,
+    save_results,
     warn,
-    write_results,
 )
 
 PACKAGES = ("plait", "hypercorn", "anyio", "trio", "picows", "starlette", "litestar", "msgspec")
@@ -180,11 +178,6 @@ def _serve_and_measure(
     return cells
 
 
-def _write_json(document: dict[str, Any], started: str, payload: str) -> Path:
-    name = f"echo-{started}.json" if payload == "text" else f"echo-json-{started}.json"
-    return write_results(document, name)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by the parsed arguments; return the exit status."""
     apps, skipped = _available(args.apps, args.payload)
@@ -236,13 +229,8 @@ def _run(
             "apps": {label: app for label, (app, env) in servers.items() if env},
         },
     }
-    document = {
-        "meta": meta,
-        "summary": [asdict(g) for g in groups],
-        "measurements": [asdict(c) for c in cells],
-    }
-    path = _write_json(document, started, args.payload)
-    print(f"results: {path} ({meta['elapsed_s']:.0f} s)")
+    kind = "echo" if args.payload == "text" else "echo-json"
+    save_results(f"{kind}-{started}.json", meta, [asdict(g) for g in groups], cells)
     return 0 if all(c.ok for c in cells) else 2
 
 

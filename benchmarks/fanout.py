@@ -32,9 +32,9 @@ from benchmarks._runner import (
     percent,
     rotated,
     run_meta,
+    save_results,
     serve_once,
     warn,
-    write_results,
 )
 
 PACKAGES = ("plait", "hypercorn", "anyio", "trio", "picows", "litestar", "msgspec")
@@ -318,15 +318,8 @@ def run(args: argparse.Namespace) -> int:
         "load_average_start": load,
         "elapsed_s": round(time.monotonic() - clock, 1),
     }
-    document = {
-        "meta": meta,
-        "summary": {
-            baseline: [asdict(g) for g in groups] for baseline, groups in summaries.items()
-        },
-        "measurements": [asdict(c) for c in cells],
-    }
-    path = write_results(document, f"fanout-{started}.json")
-    print(f"results: {path} ({meta['elapsed_s']:.0f} s)")
+    summary = {baseline: [asdict(g) for g in groups] for baseline, groups in summaries.items()}
+    save_results(f"fanout-{started}.json", meta, summary, cells)
     clean = all(c.ok and not c.lost and not c.undelivered for c in cells)
     return 0 if clean else 2
 

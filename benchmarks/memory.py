@@ -31,8 +31,8 @@ from benchmarks._runner import (
     csv_list,
     rotated,
     run_meta,
+    save_results,
     serve_once,
-    write_results,
 )
 from benchmarks.memory_client import FD_HEADROOM, OPEN_TIMEOUT
 
@@ -314,13 +314,8 @@ def run(args: argparse.Namespace) -> int:
         "open_file_limit": open_files,
         "compression": None,
     }
-    document = {
-        "meta": meta,
-        "summary": {w: [asdict(s) for s in summary] for w, summary in summaries.items()},
-        "measurements": [asdict(c) for c in cells],
-    }
-    path = write_results(document, f"memory-{started}.json")
-    print(f"results: {path} ({meta['elapsed_s']:.0f} s)")
+    summary = {w: [asdict(s) for s in summary] for w, summary in summaries.items()}
+    save_results(f"memory-{started}.json", meta, summary, cells)
     return 0 if all(c.ok for c in cells) else 2
 
 

@@ -32,12 +32,11 @@ from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect as StarletteDisconnect
 
 import plait as _plait
-from benchmarks.apps import ASGIApp, Receive, Send, _websocket_app
+from benchmarks._asgi import READY, idle_raw
+from benchmarks.apps import ASGIApp, _websocket_app
 
 NAMES = ("raw", "plait", "plait_app", "starlette", "litestar")
 """Every idle app, the baseline first."""
-READY = "ready"
-"""What the apps other than ``plait_app`` send once they have accepted."""
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -58,24 +57,8 @@ def unavailable_reason(name: str) -> str | None:
     return None
 
 
-async def _idle_raw(receive: Receive, send: Send) -> None:
-    """Accept, say so, then read (and drop) messages until the client disconnects."""
-    if (await receive())["type"] != "websocket.connect":
-        return
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.send", "text": READY})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message["type"] != "websocket.receive":
-            break
-    # hypercorn turns a return while connected into a 1011 close: close normally instead.
-    await send({"type": "websocket.close", "code": 1000})
-
-
 raw = _websocket_app(
-    lambda scope, receive, send: _idle_raw(receive, send),
+    lambda scope, receive, send: idle_raw(receive, send),
     "Raw ASGI idle app: the baseline every difference subtracts.",
 )
 

@@ -56,7 +56,7 @@ from benchmarks._processes import (
     run_json_client,
 )
 from benchmarks._report import Measurement
-from benchmarks._runner import cli_main, csv_list, rotated, run_meta, serve_once, write_results
+from benchmarks._runner import cli_main, csv_list, rotated, run_meta, save_results, serve_once
 from benchmarks.memory_client import FD_HEADROOM, OPEN_TIMEOUT, read_rss
 from benchmarks.scale_apps import read_stats
 
@@ -88,6 +88,9 @@ class ScaleMeasurement(Measurement):
     rest_s: float | None = None
     cpu_at_rest: float | None = None
     """The server's CPU over the rest, as a share of one core."""
+    gc_at_rest: float | None = None
+    """Of that, the automatic collections' time (from ``gc.callbacks``), as a share of one
+    core."""
     clients_cpu_at_rest: float | None = None
     pongs: int | None = None
     last_finally_s: float | None = None
@@ -128,6 +131,7 @@ class AppScale:
     kib_per_conn: float | None
     minus_baseline: float | None
     cpu_at_rest: float | None
+    gc_at_rest: float | None
     last_finally_s: float | None
     sockets_closed_s: float | None
     for_collector_per_conn: float | None
@@ -333,17 +337,19 @@ def _hold(
     if cell.ready and cell.rss_before_kib is not None and cell.rss_after_kib is not None:
         cell.kib_per_conn = round((cell.rss_after_kib - cell.rss_before_kib) / cell.ready, 2)
     client_pids = [p.pid for p in processes]
+    collecting = _stats(server.port)["gc_seconds"]
     start, clients_start = Clocks.read(pid), _clients_cpu(client_pids)
     time.sleep(args.rest)
     end, clients_end = Clocks.read(pid), _clients_cpu(client_pids)
     use = CpuUse.between(start, end)
     cell.rest_s = use.seconds
     cell.cpu_at_rest = use.share(use.server)
+    held = _stats(server.port)
+    cell.gc_at_rest = use.share(held["gc_seconds"] - collecting)
     cell.other_cpu_fraction = use.share(use.other)
     if clients_start is not None and clients_end is not None:
         cell.clients_cpu_at_rest = use.share(clients_end - clients_start)
     cell.rss_peak_kib = _vmrss(pid)
-    held = _stats(server.port)
     cell.dropped = cell.ready - held["live"]
     cell.gc_at_kill = held["gc_stats"]
 
@@ -449,7 +455,7 @@ def _progress(cell: ScaleMeasurement) -> None:
     print(
         f"{cell.worker:<7} round {cell.round + 1}  {cell.app:<9} {cell.ready:>5}/{cell.conns}"
         f"  {_fmt(cell.kib_per_conn, '.2f')} KiB/conn  opened in {_fmt(cell.open_s)} s"
-        f"  CPU at rest {_percent(cell.cpu_at_rest)}"
+        f"  CPU at rest {_percent(cell.cpu_at_rest)} (collector {_percent(cell.gc_at_rest)})"
         f"  last finally {_fmt(cell.last_finally_s, '.2f')} s"
         f"  sockets {_fmt(cell.sockets_closed_s, '.2f')} s"
         f"  for the collector {_fmt(cell.for_collector, 'd')} (gc.collect() "
@@ -493,6 +499,7 @@ def summarize(
                     kib_per_conn=_median([c.kib_per_conn for c in ok]),
                     minus_baseline=_minus_baseline(mine, app, "kib_per_conn"),
                     cpu_at_rest=_median([c.cpu_at_rest for c in ok]),
+                    gc_at_rest=_median([c.gc_at_rest for c in ok]),
                     last_finally_s=_median([c.last_finally_s for c in ok]),
                     sockets_closed_s=_median([c.sockets_closed_s for c in ok]),
                     for_collector_per_conn=_median([c.for_collector_per_conn for c in ok]),
@@ -520,13 +527,14 @@ def render_markdown(
         f"## Scale: {args.conns:,} idle connections, one worker, {args.rest:.0f} s at rest "
         "(no compression)",
         "",
-        "| worker | app | KiB/conn | over raw | CPU at rest | last `finally` after kill "
-        "| sockets closed after kill | objects left for the collector per conn (over raw) |",
+        "| worker | app | KiB/conn | over raw | CPU at rest (collector) "
+        "| last `finally` after kill | sockets closed after kill "
+        "| objects left for the collector per conn (over raw) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for worker, summary in summaries.items():
         for s in summary:
-            cpu = _percent(s.cpu_at_rest)
+            cpu = f"{_percent(s.cpu_at_rest)} ({_percent(s.gc_at_rest)})"
             over = "—" if s.app == BASELINE else _fmt(s.minus_baseline, "+.1f")
             left = _fmt(s.for_collector_per_conn)
             if s.app != BASELINE and s.for_collector_minus_baseline is not None:
@@ -592,13 +600,8 @@ def run(args: argparse.Namespace) -> int:
         "backlog": BACKLOG,
         "compression": None,
     }
-    document = {
-        "meta": meta,
-        "summary": {w: [asdict(s) for s in summary] for w, summary in summaries.items()},
-        "measurements": [asdict(c) for c in cells],
-    }
-    path = write_results(document, f"scale-{started}.json")
-    print(f"results: {path} ({meta['elapsed_s']:.0f} s)")
+    summary = {w: [asdict(s) for s in summary] for w, summary in summaries.items()}
+    save_results(f"scale-{started}.json", meta, summary, cells)
     return 0 if all(c.ok for c in cells) else 2
 
 

@@ -46,12 +46,10 @@ from urllib.parse import parse_qs
 import anyio
 
 import plait as _plait
-from benchmarks._asgi import ASGIApp, Receive, Scope, Send, serve_lifespan
+from benchmarks._asgi import READY, ASGIApp, Receive, Scope, Send, idle_raw, serve_lifespan
 
 NAMES = ("raw", "plait", "plait_app")
 """Every scale app, the baseline first."""
-READY = "ready"
-"""What ``raw`` and ``plait`` send once they have accepted (as `benchmarks.memory_apps`)."""
 STATS_PATH = "/stats"
 STATS_TIMEOUT = 30.0
 """Seconds `read_stats` waits (a server tearing down 19,000 connections is slow to answer)."""
@@ -60,16 +58,25 @@ HEARTBEAT = _plait.Heartbeat(
 )
 """``plait_app``'s heartbeat: ``Heartbeat(30, 10)``, or the interval and timeout in
 ``PLAIT_SCALE_HEARTBEAT`` (``"0.2,0.3"``; the tests use a short one)."""
-"""The ``plait_app`` route's heartbeat: a ``ping`` every 30 s, 10 s to answer."""
 
 
 class _Handlers:
-    """How many handlers of this process started and ended, and when the last one ended."""
+    """How many handlers of this process started and ended, when the last one ended, and
+    how long the automatic collections took."""
 
     def __init__(self) -> None:
         self.started = 0
         self.ended = 0
         self.last_finally: float | None = None
+        self.gc_seconds = 0.0
+        self._gc_began = 0.0
+        gc.callbacks.append(self._time_collection)
+
+    def _time_collection(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self.gc_seconds += time.perf_counter() - self._gc_began
 
     def start(self) -> None:
         self.started += 1
@@ -88,6 +95,7 @@ class _Handlers:
             "last_finally": self.last_finally,
             "gc_count": gc.get_count(),
             "gc_stats": gc.get_stats(),
+            "gc_seconds": self.gc_seconds,
         }
         if collect:
             stats["objects"] = len(gc.get_objects())
@@ -173,21 +181,10 @@ def _counted_app(serve: ASGIApp, doc: str) -> ASGIApp:
 
 
 async def _idle_raw(receive: Receive, send: Send) -> None:
-    """Accept, say so, then read (and drop) messages until the client disconnects."""
-    if (await receive())["type"] != "websocket.connect":
-        return
+    """The memory benchmark's raw idle app, counting its handler."""
     HANDLERS.start()
     try:
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": READY})
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message["type"] != "websocket.receive":
-                break
-        # hypercorn turns a return while connected into a 1011 close: close normally.
-        await send({"type": "websocket.close", "code": 1000})
+        await idle_raw(receive, send)
     finally:
         HANDLERS.end()
 

@@ -173,8 +173,8 @@ class Outbound:
     # -- senders -----------------------------------------------------------------------
 
     async def send_data(self, message: Message) -> None:
-        """:meth:`send` for a data message (``websocket.send``): the path of every
-        message, which never is the final one.
+        """:meth:`send` for a message that is not the final one (every
+        ``websocket.send``): the path of every message.
 
         Raises:
             ClosedResourceError: The outbound is closed (the connection is over, or the
@@ -199,30 +199,26 @@ class Outbound:
         """Send ``message`` now if the outbound is idle, else queue it (waiting for room).
 
         A close (or a denial's last body) never waits for room, and nothing is
-        accepted after it.
+        accepted after it. It is not counted towards the next turn, since it cannot be
+        sent twice: a loop that tries again gets the refusal, which yields.
 
         Raises:
             ClosedResourceError: The outbound is closed (the connection is over, or the
                 peer left); the message was not sent.
         """
-        ticks = self.ticks + 1
-        if ticks >= YIELD_EVERY:
-            ticks = 0
-            await self.checkpoint()
-        self.ticks = ticks
+        if not _is_final(message):
+            await self.send_data(message)
+            return
         queue = self._queue
         if queue.closed:
             await self.checkpoint()  # a loop that swallows this still lets others in
             raise ClosedResourceError
         if not self._baton or self._busy or queue.items:
-            if _is_final(message):
-                queue.force_nowait(message)
-                queue.close()
-            else:
-                await queue.send(message)
+            queue.force_nowait(message)
+            queue.close()
             self._kick()
             return
-        await self._call(message, final=_is_final(message))
+        await self._call(message, final=True)
 
     async def _call(self, message: Message, *, final: bool) -> None:
         """The baton: nothing queued, nothing in flight; make the call here."""
