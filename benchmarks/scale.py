@@ -91,6 +91,8 @@ class ScaleMeasurement(Measurement):
     gc_at_rest: float | None = None
     """Of that, the automatic collections' time (from ``gc.callbacks``), as a share of one
     core."""
+    collections_at_rest: list[dict[str, float]] | None = None
+    """Automatic collections during the rest and their seconds, by generation."""
     clients_cpu_at_rest: float | None = None
     pongs: int | None = None
     last_finally_s: float | None = None
@@ -337,7 +339,7 @@ def _hold(
     if cell.ready and cell.rss_before_kib is not None and cell.rss_after_kib is not None:
         cell.kib_per_conn = round((cell.rss_after_kib - cell.rss_before_kib) / cell.ready, 2)
     client_pids = [p.pid for p in processes]
-    collecting = _stats(server.port)["gc_seconds"]
+    before = _stats(server.port)
     start, clients_start = Clocks.read(pid), _clients_cpu(client_pids)
     time.sleep(args.rest)
     end, clients_end = Clocks.read(pid), _clients_cpu(client_pids)
@@ -345,7 +347,20 @@ def _hold(
     cell.rest_s = use.seconds
     cell.cpu_at_rest = use.share(use.server)
     held = _stats(server.port)
-    cell.gc_at_rest = use.share(held["gc_seconds"] - collecting)
+    cell.gc_at_rest = use.share(sum(held["gc_seconds"]) - sum(before["gc_seconds"]))
+    cell.collections_at_rest = [
+        {
+            "collections": now["collections"] - then["collections"],
+            "seconds": round(seconds - earlier, 3),
+        }
+        for then, now, earlier, seconds in zip(
+            before["gc_stats"],
+            held["gc_stats"],
+            before["gc_seconds"],
+            held["gc_seconds"],
+            strict=True,
+        )
+    ]
     cell.other_cpu_fraction = use.share(use.other)
     if clients_start is not None and clients_end is not None:
         cell.clients_cpu_at_rest = use.share(clients_end - clients_start)

@@ -6,6 +6,10 @@ kills the clients and times the end of every handler:
 
 - ``raw``: bare ASGI: accept, send ``"ready"``, then ``receive`` until
   ``websocket.disconnect``. The baseline.
+- ``raw_heartbeat``: the same with the heartbeat that ``plait_app`` runs, written by hand
+  as a raw ASGI app would: a second task (an anyio task group per connection) sleeps for
+  the interval, sends ``ping``, and closes with 1001 when no ``pong`` came within the
+  timeout. The baseline for what a heartbeat costs at rest, whoever sends it.
 - ``plait``: `plait.serve_connection` with a handler that accepts, sends ``"ready"`` and
   loops ``async for _ in ws.iter_text(): pass``.
 - ``plait_app``: a `plait.App` route on ``/`` with ``heartbeat=plait.Heartbeat(30, 10)``
@@ -24,8 +28,9 @@ The count is served over HTTP by the same app, on the same port: ``GET /stats`` 
 JSON with ``live`` (handlers running), ``started``, ``ended``, ``last_finally`` (the
 ``time.monotonic()`` of the last handler's ``finally``: the same clock in every process of
 the machine, so the benchmark subtracts its own reading of the moment it killed the
-clients), ``gc_count`` and ``gc_stats`` (``gc.get_stats()``: what the automatic collections
-of each generation have freed so far); ``GET /stats?collect=1`` adds ``objects``
+clients), ``gc_count``, ``gc_stats`` (``gc.get_stats()``: what the automatic collections
+of each generation have freed so far) and ``gc_seconds`` (the time they took, by
+generation, measured with ``gc.callbacks``); ``GET /stats?collect=1`` adds ``objects``
 (``len(gc.get_objects())`` before collecting), ``collected`` (what ``gc.collect()``
 returned: the objects that only the collector would have freed), ``objects_after`` and
 ``garbage``. Nothing is done per
@@ -48,7 +53,7 @@ import anyio
 import plait as _plait
 from benchmarks._asgi import READY, ASGIApp, Receive, Scope, Send, idle_raw, serve_lifespan
 
-NAMES = ("raw", "plait", "plait_app")
+NAMES = ("raw", "raw_heartbeat", "plait", "plait_app")
 """Every scale app, the baseline first."""
 STATS_PATH = "/stats"
 STATS_TIMEOUT = 30.0
@@ -68,15 +73,15 @@ class _Handlers:
         self.started = 0
         self.ended = 0
         self.last_finally: float | None = None
-        self.gc_seconds = 0.0
+        self.gc_seconds = [0.0, 0.0, 0.0]  # by generation
         self._gc_began = 0.0
         gc.callbacks.append(self._time_collection)
 
-    def _time_collection(self, phase: str, _info: dict[str, Any]) -> None:
+    def _time_collection(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_began = time.perf_counter()
         else:
-            self.gc_seconds += time.perf_counter() - self._gc_began
+            self.gc_seconds[info["generation"]] += time.perf_counter() - self._gc_began
 
     def start(self) -> None:
         self.started += 1
@@ -192,6 +197,46 @@ async def _idle_raw(receive: Receive, send: Send) -> None:
 raw = _counted_app(
     lambda scope, receive, send: _idle_raw(receive, send),
     "Raw ASGI idle app counting its handlers: the baseline every difference subtracts.",
+)
+
+
+async def _idle_raw_heartbeat(receive: Receive, send: Send) -> None:
+    """Accept, say so, ping every interval, close if a pong is late; read until the
+    client leaves."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    HANDLERS.start()
+    try:
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": READY})
+        answered = [True]
+        async with anyio.create_task_group() as tasks:
+
+            async def ping() -> None:
+                while True:
+                    await anyio.sleep(HEARTBEAT.interval)
+                    answered[0] = False
+                    await send({"type": "websocket.send", "text": HEARTBEAT.ping})
+                    await anyio.sleep(HEARTBEAT.timeout)
+                    if not answered[0]:
+                        await send({"type": "websocket.close", "code": 1001})
+                        return
+
+            tasks.start_soon(ping)
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    break
+                if message.get("text") == HEARTBEAT.pong:
+                    answered[0] = True
+            tasks.cancel_scope.cancel()
+    finally:
+        HANDLERS.end()
+
+
+raw_heartbeat = _counted_app(
+    lambda scope, receive, send: _idle_raw_heartbeat(receive, send),
+    "Raw ASGI idle app with a hand-written heartbeat, counting its handlers.",
 )
 
 

@@ -1111,3 +1111,38 @@ async def test_a_send_stuck_after_an_idle_close_is_still_cut_by_the_send_timeout
     messages = [r.getMessage() for r in caplog.records]
     assert any("idle for" in m for m in messages)
     assert any("client read nothing" in m for m in messages)
+
+
+async def test_a_resting_connection_holds_no_writer_task_between_pings() -> None:
+    # Once the heartbeat's ping was all the writer had to do, it ends with it: thousands
+    # of resting connections then hold no writer task, and no waiter renewed at each
+    # ping (on trio, where every send goes through the writer). A later send starts it
+    # again, and the pings go on.
+    server = FakeServer()
+    writers: list[int] = []
+    pinged, pings = anyio.create_memory_object_stream[None](10)
+
+    async def send(message: Message) -> None:
+        await anyio.lowlevel.checkpoint()  # a send that suspends, as on a real server
+        await server.send(message)
+        if message.get("text") == "ping":
+            server.deliver(text("pong"))
+            pinged.send_nowait(None)
+
+    def writer_tasks() -> int:
+        return sum(task.name.endswith("Outbound._write") for task in anyio.get_running_tasks())
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("hello")
+        for _ in range(3):  # a ping every 0.05 s, each answered
+            await pings.receive()
+            await anyio.wait_all_tasks_blocked()  # the ping has left; all rest
+            writers.append(writer_tasks())
+        await ws.send_text("after")
+        await ws.close()
+
+    await server.serve(handler, send=send, heartbeat=Heartbeat(0.05, 0.03))
+    assert server.texts.count("ping") >= 3
+    assert server.texts[-1] == "after"
+    assert writers == [0, 0, 0]

@@ -123,6 +123,7 @@ class Outbound:
         "_final_sent",
         "_parked",
         "_queue",
+        "_rest",
         "_scope",
         "_start_writer",
         "_wait",
@@ -152,6 +153,9 @@ class Outbound:
         self._busy = False  # a send call is in flight (the writer's or a baton holder's)
         self._writing = False  # the writer runs (as a task, or inline in drain())
         self._parked: Any = None  # the writer's waiter while it waits for work
+        # Only the heartbeat's ping is queued since the writer last waited: it ends once
+        # the ping has left, so that a resting connection holds no writer task.
+        self._rest = False
         self._done: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None  # a baton send in flight
         # Sends and receives of the connection that did not suspend, in a row, and the
@@ -190,6 +194,7 @@ class Outbound:
             await self.checkpoint()  # a loop that swallows this still lets others in
             raise ClosedResourceError
         if not self._baton or self._busy or queue.items:
+            self._rest = False
             await queue.send(message)
             self._kick()
             return
@@ -272,6 +277,8 @@ class Outbound:
         if not self._baton or self._busy or queue.items:
             if len(queue.items) >= queue.capacity:
                 return partial(self._send_quietly, message)
+            if not queue.items and (self._parked is not None or not self._writing):
+                self._rest = True  # the ping is the writer's only work
             queue.send_nowait(message)
             self._kick()
             return None
@@ -362,16 +369,6 @@ class Outbound:
             return True
         return False
 
-    async def _deliver(self, message: Message) -> None:
-        try:
-            await self._asgi_send(message)
-        except Exception as exc:
-            self._failed(exc)
-            raise ClosedResourceError from None
-        self.sent += 1
-        if message["type"] != "websocket.send" and _is_final(message):
-            self._final_sent()
-
     # -- the writer ----------------------------------------------------------------------
 
     def _kick(self) -> None:
@@ -384,12 +381,19 @@ class Outbound:
             self._start_writer(self._write)
 
     async def _write(self) -> None:
-        """Deliver what is queued, in order, whenever no baton send is in flight."""
+        """Deliver what is queued, in order, whenever no baton send is in flight.
+
+        It ends when the queue is closed and empty, and also once the heartbeat's ping,
+        all it had to do, has left: a resting connection then holds no writer task, and
+        no new objects that would wait there until the next ping (on trio, where every
+        send goes through the writer, they made the collector's full collections
+        frequent with thousands of resting connections). The next send starts it again.
+        """
         queue = self._queue
         try:
             while True:
                 if self._busy or not queue.items:
-                    if queue.closed and not queue.items and not self._busy:
+                    if not queue.items and not self._busy and (queue.closed or self._rest):
                         return
                     self._parked = waiter = self._wait.new()
                     try:
@@ -400,14 +404,18 @@ class Outbound:
                 message = queue.receive_nowait()
                 self._busy = True
                 try:
-                    await self._deliver(message)
-                except ClosedResourceError:
+                    await self._asgi_send(message)
+                except Exception as exc:
+                    self._failed(exc)
                     return
                 finally:
                     self._busy = False
+                self.sent += 1
+                if message["type"] != "websocket.send" and _is_final(message):
+                    self._final_sent()
         except get_cancelled_exc_class():
             pass  # the connection ended: return (the rule of plait._backend)
         finally:
-            self._writing = False
+            self._writing = self._rest = False
             if self._done is not None:
                 self._done.set()
