@@ -1142,7 +1142,8 @@ async def test_a_resting_connection_holds_no_writer_task_between_pings() -> None
         await ws.send_text("after")
         await ws.close()
 
-    await server.serve(handler, send=send, heartbeat=Heartbeat(0.05, 0.03))
+    with pinged, pings:
+        await server.serve(handler, send=send, heartbeat=Heartbeat(0.05, 0.03))
     assert server.texts.count("ping") >= 3
     assert server.texts[-1] == "after"
     assert writers == [0, 0, 0]
