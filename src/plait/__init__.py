@@ -41,8 +41,11 @@ from ._exceptions import WebSocketClosed as WebSocketClosed
 from ._exceptions import WebSocketDisconnect as WebSocketDisconnect
 from ._exceptions import WebSocketStateError as WebSocketStateError
 from ._injection import InjectionError as InjectionError
+from ._limits import OnExceed as OnExceed
 from ._limits import RateLimit as RateLimit
 from ._listeners import InvalidMessagePolicy as InvalidMessagePolicy
+from ._listeners import OnReceive as OnReceive
+from ._options import StallPolicy as StallPolicy
 from ._origins import SAME_ORIGIN as SAME_ORIGIN
 from ._params import AsyncResource as AsyncResource
 from ._params import Cookie as Cookie
@@ -83,11 +86,14 @@ __all__ = (
     "Listener",
     "MessageDecodeError",
     "MessageTypeError",
+    "OnExceed",
+    "OnReceive",
     "Path",
     "PlaitError",
     "Query",
     "RateLimit",
     "RouteConflictError",
+    "StallPolicy",
     "State",
     "WebSocket",
     "WebSocketClosed",
@@ -105,9 +111,9 @@ __all__ = (
 # Public classes and functions report the path users import them from (``plait.App``,
 # not ``plait._app.App``) in reprs, tracebacks, pickles and the reference. Not where
 # that breaks ``typing.get_type_hints``, which reads a class's string annotations in the
-# module its ``__module__`` names: these three annotate with names only their own module
+# module its ``__module__`` names: these two annotate with names only their own module
 # has (and a subclass of Listener would inherit the failure).
-_KEEP_MODULE = ("URL", "ConnectionOptions", "Listener")
+_KEEP_MODULE = ("URL", "Listener")
 for _name in __all__:
     _value = globals()[_name]
     if (
