@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -89,3 +90,21 @@ class CpuUse:
         if cpu_seconds is None or self.seconds <= 0:
             return None
         return round(cpu_seconds / self.seconds, 4)
+
+
+class CollectorTime:
+    """The automatic collections of this process and the time they took, by generation:
+    a ``gc.callbacks`` entry (``gc.callbacks.append(CollectorTime())``)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._started
+            self.collections[generation] += 1

@@ -27,14 +27,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
-import msgspec
 
 import plait
-from benchmarks.apps import ASGIApp, Message
+from benchmarks._asgi import ASGIApp, Message
+from benchmarks._cpu import CollectorTime
+from benchmarks.scale_apps import plait_route_app
 
 APPS = ("plait", "plait_app")
 BACKENDS = ("asyncio", "trio")
@@ -51,12 +52,6 @@ SCOPE: dict[str, Any] = {
 }
 
 
-class Reading(msgspec.Struct):
-    """The listener's message."""
-
-    data: str
-
-
 async def _idle(ws: plait.WebSocket) -> None:
     await ws.accept()
     async for _ in ws.iter_text():
@@ -70,35 +65,7 @@ def _app(name: str) -> ASGIApp:
             await plait.serve_connection(scope, receive, send, _idle, heartbeat=HEARTBEAT)
 
         return serve
-    route = plait.WebSocketRoute("/", heartbeat=HEARTBEAT)
-
-    @route.listener
-    async def echo(data: Reading) -> Reading:
-        return data
-
-    @route.stream
-    async def idle() -> AsyncIterator[str]:
-        await anyio.sleep_forever()
-        yield ""
-
-    app: ASGIApp = plait.App(routes=[route])
-    return app
-
-
-class _Collector:
-    """Time spent in the cyclic garbage collector, by ``gc.callbacks``."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.collections = [0, 0, 0]
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-            self.collections[info["generation"]] += 1
+    return plait_route_app(HEARTBEAT)
 
 
 async def _measure(app_name: str, conns: int, seconds: float) -> dict[str, Any]:
@@ -127,7 +94,7 @@ async def _measure(app_name: str, conns: int, seconds: float) -> dict[str, Any]:
 
         await app(dict(SCOPE), receive, send)
 
-    collector = _Collector()
+    collector = CollectorTime()
     async with anyio.create_task_group() as task_group:
         for _ in range(conns):
             await task_group.start(one)
@@ -141,7 +108,7 @@ async def _measure(app_name: str, conns: int, seconds: float) -> dict[str, Any]:
     return {
         "pings": sent,
         "cpu_us_per_ping": cpu / sent * 1e6 if sent else None,
-        "gc_us_per_ping": collector.seconds / sent * 1e6 if sent else None,
+        "gc_us_per_ping": sum(collector.seconds) / sent * 1e6 if sent else None,
         "collections": collector.collections,
     }
 

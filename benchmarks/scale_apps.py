@@ -52,6 +52,7 @@ import anyio
 
 import plait as _plait
 from benchmarks._asgi import READY, ASGIApp, Receive, Scope, Send, idle_raw, serve_lifespan
+from benchmarks._cpu import CollectorTime
 
 NAMES = ("raw", "raw_heartbeat", "plait", "plait_app")
 """Every scale app, the baseline first."""
@@ -73,15 +74,8 @@ class _Handlers:
         self.started = 0
         self.ended = 0
         self.last_finally: float | None = None
-        self.gc_seconds = [0.0, 0.0, 0.0]  # by generation
-        self._gc_began = 0.0
-        gc.callbacks.append(self._time_collection)
-
-    def _time_collection(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._gc_began = time.perf_counter()
-        else:
-            self.gc_seconds[info["generation"]] += time.perf_counter() - self._gc_began
+        self.collector = CollectorTime()
+        gc.callbacks.append(self.collector)
 
     def start(self) -> None:
         self.started += 1
@@ -100,7 +94,7 @@ class _Handlers:
             "last_finally": self.last_finally,
             "gc_count": gc.get_count(),
             "gc_stats": gc.get_stats(),
-            "gc_seconds": self.gc_seconds,
+            "gc_seconds": self.collector.seconds,
         }
         if collect:
             stats["objects"] = len(gc.get_objects())
@@ -258,10 +252,10 @@ plait = _counted_app(
 )
 
 
-def _plait_app() -> ASGIApp:
-    """A plait App route with a heartbeat, a typed listener and an idle stream; HTTP goes
-    to the stats."""
-    route = _plait.WebSocketRoute("/", heartbeat=HEARTBEAT)
+def plait_route_app(heartbeat: _plait.Heartbeat) -> ASGIApp:
+    """A plait App route with ``heartbeat``, a typed listener and an idle stream; HTTP goes
+    to the stats (``plait_app``, and `benchmarks.heartbeat`'s route)."""
+    route = _plait.WebSocketRoute("/", heartbeat=heartbeat)
 
     @route.listener
     async def echo(data: str) -> str:
@@ -282,4 +276,4 @@ def _plait_app() -> ASGIApp:
     return app
 
 
-plait_app = _plait_app()
+plait_app = plait_route_app(HEARTBEAT)
